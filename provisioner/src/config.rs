@@ -1,0 +1,586 @@
+//! The hub's configuration: `RawConfig` is what the TOML file says (serde, unknown
+//! fields refused); `Config` is what the hub runs on, validated and with derived
+//! values filled in. Conversion binds nothing and touches no socket.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+
+use crate::boot::{BootTable, UefiX64Loader};
+
+/// Errors from reading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config {path:?}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing config {path:?}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// An Ethernet MAC address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        if parts.len() != 6 {
+            return Err(format!("{s:?} is not a MAC address"));
+        }
+        let mut mac = [0u8; 6];
+        for (byte, part) in mac.iter_mut().zip(parts) {
+            if part.len() != 2 {
+                return Err(format!("{s:?} is not a MAC address"));
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| format!("{s:?} is not a MAC address"))?;
+        }
+        Ok(MacAddr(mac))
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+// ---------------------------------------------------------------- raw (serde) form
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub dhcp: RawDhcp,
+    #[serde(default)]
+    pub boot: RawBoot,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DhcpMode {
+    /// Hand out addresses from pools; answer everyone.
+    Full,
+    /// PXE ProxyDHCP beside another DHCP server: boot information only, no addresses.
+    Proxy,
+    /// Proxy, with a full reply for firmware that keeps ignoring ProxyDHCP offers.
+    Auto,
+    /// No DHCP from us: another server points clients at the hub.
+    #[default]
+    Off,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeaseKey {
+    /// Key leases by client identifier (option 61), or by MAC when absent (RFC 2131 §4.2).
+    #[default]
+    ClientId,
+    /// Key leases by MAC alone, so the PXE ROM, iPXE and the installed OS share one address.
+    Mac,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDhcp {
+    #[serde(default)]
+    pub mode: DhcpMode,
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    #[serde(default)]
+    pub lease_key: LeaseKey,
+    #[serde(default = "default_offer_hold")]
+    pub offer_hold_secs: u32,
+    #[serde(default = "default_decline_quarantine")]
+    pub decline_quarantine_secs: u32,
+    #[serde(default = "default_reclaim_interval")]
+    pub reclaim_interval_secs: u32,
+    #[serde(default)]
+    pub auto: RawAuto,
+    #[serde(default, rename = "subnet")]
+    pub subnets: Vec<RawSubnet>,
+}
+
+impl Default for RawDhcp {
+    fn default() -> Self {
+        RawDhcp {
+            mode: DhcpMode::Off,
+            interfaces: Vec::new(),
+            lease_key: LeaseKey::ClientId,
+            offer_hold_secs: default_offer_hold(),
+            decline_quarantine_secs: default_decline_quarantine(),
+            reclaim_interval_secs: default_reclaim_interval(),
+            auto: RawAuto::default(),
+            subnets: Vec::new(),
+        }
+    }
+}
+
+fn default_offer_hold() -> u32 {
+    30
+}
+fn default_decline_quarantine() -> u32 {
+    3600
+}
+fn default_reclaim_interval() -> u32 {
+    60
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuto {
+    /// How many DISCOVERs (new transactions) after our proxy offer make us give up on ProxyDHCP.
+    #[serde(default = "default_fallback_after")]
+    pub fallback_after: u32,
+    /// The window in which those DISCOVERs must arrive.
+    #[serde(default = "default_fallback_window")]
+    pub window_secs: u32,
+}
+
+impl Default for RawAuto {
+    fn default() -> Self {
+        RawAuto { fallback_after: default_fallback_after(), window_secs: default_fallback_window() }
+    }
+}
+
+fn default_fallback_after() -> u32 {
+    2
+}
+fn default_fallback_window() -> u32 {
+    120
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSubnet {
+    pub network: Ipv4Net,
+    #[serde(default)]
+    pub pools: Vec<RawPool>,
+    #[serde(default = "default_lease_time")]
+    pub lease_time: u32,
+    pub renew_time: Option<u32>,
+    pub rebind_time: Option<u32>,
+    #[serde(default)]
+    pub routers: Vec<Ipv4Addr>,
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
+    pub domain: Option<String>,
+    #[serde(default, rename = "reservation")]
+    pub reservations: Vec<RawReservation>,
+}
+
+fn default_lease_time() -> u32 {
+    3600
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub start: Ipv4Addr,
+    pub end: Ipv4Addr,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReservation {
+    pub mac: MacAddr,
+    pub address: Ipv4Addr,
+    pub hostname: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBoot {
+    /// TCP port of the hub's HTTP boot server, used in the URLs DHCP hands out.
+    #[serde(default = "default_http_port")]
+    pub http_port: u16,
+    /// Which iPXE build UEFI x64 firmware gets over TFTP.
+    #[serde(default)]
+    pub uefi_x64: UefiX64Loader,
+}
+
+impl Default for RawBoot {
+    fn default() -> Self {
+        RawBoot { http_port: default_http_port(), uefi_x64: UefiX64Loader::default() }
+    }
+}
+
+fn default_http_port() -> u16 {
+    8080
+}
+
+// ---------------------------------------------------------------- validated form
+
+/// The validated configuration the hub runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub dhcp: DhcpConfig,
+    pub boot: BootTable,
+}
+
+#[derive(Debug, Clone)]
+pub struct DhcpConfig {
+    pub mode: DhcpMode,
+    pub interfaces: Vec<String>,
+    pub lease_key: LeaseKey,
+    pub offer_hold_secs: u32,
+    pub decline_quarantine_secs: u32,
+    pub reclaim_interval_secs: u32,
+    pub fallback_after: u32,
+    pub fallback_window_secs: u32,
+    pub subnets: Vec<Subnet>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subnet {
+    pub network: Ipv4Net,
+    pub pools: Vec<Pool>,
+    pub lease_time: u32,
+    pub renew_time: u32,
+    pub rebind_time: u32,
+    pub routers: Vec<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    pub domain: Option<String>,
+    pub reservations: Vec<Reservation>,
+}
+
+/// An inclusive range of addresses handed out dynamically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool {
+    pub start: Ipv4Addr,
+    pub end: Ipv4Addr,
+}
+
+impl Pool {
+    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        self.start <= addr && addr <= self.end
+    }
+    pub fn size(&self) -> u64 {
+        u64::from(u32::from(self.end)) - u64::from(u32::from(self.start)) + 1
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reservation {
+    pub mac: MacAddr,
+    pub address: Ipv4Addr,
+    pub hostname: Option<String>,
+}
+
+impl Subnet {
+    pub fn in_pool(&self, addr: Ipv4Addr) -> bool {
+        self.pools.iter().any(|p| p.contains(addr))
+    }
+    pub fn reservation_for_mac(&self, mac: MacAddr) -> Option<&Reservation> {
+        self.reservations.iter().find(|r| r.mac == mac)
+    }
+    pub fn reservation_of_addr(&self, addr: Ipv4Addr) -> Option<&Reservation> {
+        self.reservations.iter().find(|r| r.address == addr)
+    }
+    /// Whether `addr` is a usable host address of this subnet (not network, not broadcast).
+    pub fn is_host(&self, addr: Ipv4Addr) -> bool {
+        self.network.contains(&addr)
+            && (self.network.prefix_len() >= 31
+                || (addr != self.network.network() && addr != self.network.broadcast()))
+    }
+}
+
+impl DhcpConfig {
+    pub fn subnet_containing(&self, addr: Ipv4Addr) -> Option<&Subnet> {
+        self.subnets.iter().find(|s| s.network.contains(&addr))
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse { path: path.to_owned(), source },
+            other => other,
+        })
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: PathBuf::new(), source: Box::new(e) })?;
+        Config::try_from(raw)
+    }
+}
+
+/// A hostname we are willing to send or store: RFC 1123 labels, at most 253 bytes.
+pub fn valid_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawConfig) -> Result<Config, ConfigError> {
+        if raw.state_dir.as_os_str().is_empty() {
+            return Err(invalid("state_dir is empty"));
+        }
+        let dhcp = validate_dhcp(raw.dhcp)?;
+        if raw.boot.http_port == 0 {
+            return Err(invalid("boot.http_port must not be 0"));
+        }
+        let boot = BootTable::new(raw.boot.http_port, raw.boot.uefi_x64);
+        Ok(Config { state_dir: raw.state_dir, dhcp, boot })
+    }
+}
+
+fn validate_dhcp(raw: RawDhcp) -> Result<DhcpConfig, ConfigError> {
+    if raw.mode != DhcpMode::Off && raw.interfaces.is_empty() {
+        return Err(invalid("dhcp.interfaces is empty but dhcp.mode is not \"off\""));
+    }
+    let mut seen_ifaces = HashSet::new();
+    for name in &raw.interfaces {
+        // IFNAMSIZ is 16 including the NUL (linux/if.h).
+        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
+            return Err(invalid(format!("dhcp.interfaces: {name:?} is not an interface name")));
+        }
+        if !seen_ifaces.insert(name) {
+            return Err(invalid(format!("dhcp.interfaces: {name:?} is listed twice")));
+        }
+    }
+    if raw.offer_hold_secs == 0 || raw.reclaim_interval_secs == 0 {
+        return Err(invalid("dhcp.offer_hold_secs and dhcp.reclaim_interval_secs must be > 0"));
+    }
+    if raw.auto.fallback_after == 0 {
+        return Err(invalid("dhcp.auto.fallback_after must be > 0"));
+    }
+    let mut subnets: Vec<Subnet> = Vec::new();
+    let mut macs = HashSet::new();
+    for s in raw.subnets {
+        let subnet = validate_subnet(s)?;
+        if let Some(other) = subnets
+            .iter()
+            .find(|o| o.network.contains(&subnet.network.network()) || subnet.network.contains(&o.network.network()))
+        {
+            return Err(invalid(format!("subnets {} and {} overlap", other.network, subnet.network)));
+        }
+        for r in &subnet.reservations {
+            if !macs.insert(r.mac) {
+                return Err(invalid(format!("MAC {} is reserved twice", r.mac)));
+            }
+        }
+        subnets.push(subnet);
+    }
+    let has_pool = subnets.iter().any(|s| !s.pools.is_empty() || !s.reservations.is_empty());
+    match raw.mode {
+        DhcpMode::Full | DhcpMode::Auto if !has_pool => {
+            return Err(invalid(format!(
+                "dhcp.mode {:?} needs at least one [[dhcp.subnet]] with a pool or reservation",
+                raw.mode
+            )));
+        }
+        _ => {}
+    }
+    Ok(DhcpConfig {
+        mode: raw.mode,
+        interfaces: raw.interfaces,
+        lease_key: raw.lease_key,
+        offer_hold_secs: raw.offer_hold_secs,
+        decline_quarantine_secs: raw.decline_quarantine_secs,
+        reclaim_interval_secs: raw.reclaim_interval_secs,
+        fallback_after: raw.auto.fallback_after,
+        fallback_window_secs: raw.auto.window_secs,
+        subnets,
+    })
+}
+
+fn validate_subnet(s: RawSubnet) -> Result<Subnet, ConfigError> {
+    let net = s.network;
+    if net != net.trunc() {
+        return Err(invalid(format!("subnet {net}: host bits set (did you mean {}?)", net.trunc())));
+    }
+    if net.prefix_len() > 30 {
+        return Err(invalid(format!("subnet {net}: prefix longer than /30 leaves no pool")));
+    }
+    let host = |a: Ipv4Addr| a != net.network() && a != net.broadcast() && net.contains(&a);
+    let mut pools: Vec<Pool> = Vec::new();
+    for p in s.pools {
+        if p.start > p.end {
+            return Err(invalid(format!("subnet {net}: pool {}-{} is backwards", p.start, p.end)));
+        }
+        if !host(p.start) || !host(p.end) {
+            return Err(invalid(format!(
+                "subnet {net}: pool {}-{} is not inside the subnet's host range",
+                p.start, p.end
+            )));
+        }
+        let pool = Pool { start: p.start, end: p.end };
+        if let Some(o) = pools.iter().find(|o| o.start <= pool.end && pool.start <= o.end) {
+            return Err(invalid(format!(
+                "subnet {net}: pools {}-{} and {}-{} overlap",
+                o.start, o.end, pool.start, pool.end
+            )));
+        }
+        pools.push(pool);
+    }
+    if s.lease_time < 60 {
+        return Err(invalid(format!("subnet {net}: lease_time must be at least 60 seconds")));
+    }
+    // RFC 2131 §4.4.5: T1 defaults to 0.5 × lease, T2 to 0.875 × lease.
+    let renew = s.renew_time.unwrap_or(s.lease_time / 2);
+    let rebind = s.rebind_time.unwrap_or((u64::from(s.lease_time) * 7 / 8) as u32);
+    if !(renew < rebind && rebind < s.lease_time) {
+        return Err(invalid(format!(
+            "subnet {net}: need renew_time ({renew}) < rebind_time ({rebind}) < lease_time ({})",
+            s.lease_time
+        )));
+    }
+    for r in &s.routers {
+        if !host(*r) {
+            return Err(invalid(format!("subnet {net}: router {r} is not in the subnet")));
+        }
+    }
+    if let Some(d) = &s.domain
+        && !valid_hostname(d)
+    {
+        return Err(invalid(format!("subnet {net}: domain {d:?} is not a valid domain name")));
+    }
+    let mut addrs = HashSet::new();
+    for r in &s.reservations {
+        if !host(r.address) {
+            return Err(invalid(format!("subnet {net}: reservation {} is not in the subnet", r.address)));
+        }
+        if !addrs.insert(r.address) {
+            return Err(invalid(format!("subnet {net}: address {} is reserved twice", r.address)));
+        }
+        if let Some(h) = &r.hostname
+            && !valid_hostname(h)
+        {
+            return Err(invalid(format!("subnet {net}: reservation hostname {h:?} is not valid")));
+        }
+    }
+    let reservations = s
+        .reservations
+        .into_iter()
+        .map(|r| Reservation { mac: r.mac, address: r.address, hostname: r.hostname })
+        .collect();
+    Ok(Subnet {
+        network: net,
+        pools,
+        lease_time: s.lease_time,
+        renew_time: renew,
+        rebind_time: rebind,
+        routers: s.routers,
+        dns: s.dns,
+        domain: s.domain,
+        reservations,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../provisioner.example.toml");
+
+    #[test]
+    fn shipped_example_parses() {
+        let config = Config::parse(EXAMPLE).expect("example config must be valid");
+        assert_eq!(config.dhcp.mode, DhcpMode::Full);
+        assert!(!config.dhcp.subnets.is_empty());
+    }
+
+    #[test]
+    fn invalid_configs_are_refused_with_a_reason() {
+        let base = "state_dir = \"/tmp/x\"\n";
+        let cases: &[(&str, &str, &str)] = &[
+            ("unknown field", "bogus = 1\n", "unknown field"),
+            ("full without pool", "[dhcp]\nmode = \"full\"\ninterfaces = [\"eth0\"]\n", "needs at least one"),
+            ("mode without interface", "[dhcp]\nmode = \"proxy\"\n", "interfaces is empty"),
+            (
+                "pool outside subnet",
+                "[dhcp]\nmode=\"full\"\ninterfaces=[\"e\"]\n[[dhcp.subnet]]\nnetwork=\"10.0.0.0/24\"\npools=[{start=\"10.0.1.1\",end=\"10.0.1.9\"}]\n",
+                "not inside",
+            ),
+            (
+                "host bits",
+                "[dhcp]\nmode=\"full\"\ninterfaces=[\"e\"]\n[[dhcp.subnet]]\nnetwork=\"10.0.0.1/24\"\n",
+                "host bits",
+            ),
+            (
+                "t1 after t2",
+                "[dhcp]\nmode=\"full\"\ninterfaces=[\"e\"]\n[[dhcp.subnet]]\nnetwork=\"10.0.0.0/24\"\nrenew_time=900\nrebind_time=800\npools=[{start=\"10.0.0.10\",end=\"10.0.0.20\"}]\n",
+                "renew_time",
+            ),
+            (
+                "overlapping subnets",
+                "[dhcp]\nmode=\"full\"\ninterfaces=[\"e\"]\n[[dhcp.subnet]]\nnetwork=\"10.0.0.0/16\"\n[[dhcp.subnet]]\nnetwork=\"10.0.3.0/24\"\n",
+                "overlap",
+            ),
+            (
+                "bad mac",
+                "[dhcp]\nmode=\"full\"\ninterfaces=[\"e\"]\n[[dhcp.subnet]]\nnetwork=\"10.0.0.0/24\"\n[[dhcp.subnet.reservation]]\nmac=\"zz:00:00:00:00:00\"\naddress=\"10.0.0.5\"\n",
+                "MAC",
+            ),
+        ];
+        for (name, extra, want) in cases {
+            let err = Config::parse(&format!("{base}{extra}")).expect_err(name).to_string();
+            let err = format!("{err} {:?}", err);
+            assert!(err.contains(want), "case {name}: error {err:?} should mention {want:?}");
+        }
+    }
+
+    #[test]
+    fn derived_renew_and_rebind_follow_rfc2131() {
+        let c = Config::parse(
+            "state_dir=\"/s\"\n[dhcp]\nmode=\"full\"\ninterfaces=[\"e\"]\n[[dhcp.subnet]]\nnetwork=\"10.0.0.0/24\"\nlease_time=800\npools=[{start=\"10.0.0.10\",end=\"10.0.0.20\"}]\n",
+        )
+        .expect("valid");
+        let s = &c.dhcp.subnets[0];
+        assert_eq!((s.renew_time, s.rebind_time), (400, 700));
+    }
+}

@@ -1,0 +1,329 @@
+//! The DHCP shell: the only code that owns DHCP sockets and the store handle.
+//!
+//! receive → `wire::check` → decode → `decide` (under the state lock) → either
+//! send at once, or hand the reply with its changes to the committer, which
+//! writes a whole batch in one durable transaction and only then sends the
+//! replies. Batching is what makes "ACK only after fsync" fast under load.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dhcproto::v4::Message;
+use dhcproto::{Decodable, Decoder};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::boot::BootTable;
+use crate::config::{DhcpConfig, DhcpMode};
+use crate::store::{Store, StoreError};
+
+use super::decide::{self, Arrival, Change, Outcome, Policy, Reply, ServicePort, State};
+use super::fallback::Fallback;
+use super::leases::{LeaseTable, Secs};
+use super::socket::{DhcpSocket, SocketError, lookup_iface};
+use super::wire;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DhcpError {
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    #[error("loading leases")]
+    Load(#[source] StoreError),
+    #[error("DHCP socket on {iface:?} failed")]
+    Io {
+        iface: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Most changes one transaction carries; more wait for the next one.
+const MAX_BATCH: usize = 4096;
+/// Replies waiting for a commit; beyond this, requests are dropped (clients retransmit).
+const COMMIT_QUEUE: usize = 16_384;
+
+/// Counters, readable while the server runs.
+#[derive(Debug, Default)]
+pub struct DhcpStats {
+    pub received: AtomicU64,
+    pub malformed: AtomicU64,
+    pub foreign_interface: AtomicU64,
+    pub ignored: AtomicU64,
+    pub replies: AtomicU64,
+    pub commits: AtomicU64,
+    pub commit_failures: AtomicU64,
+    pub queue_full: AtomicU64,
+}
+
+/// A reply (if any) waiting for its changes to be durable.
+struct Pending {
+    changes: Vec<Change>,
+    reply: Option<(Arc<DhcpSocket>, Reply, Ipv4Addr)>,
+}
+
+#[derive(Debug)]
+pub struct DhcpServer {
+    sockets: Vec<Arc<DhcpSocket>>,
+    state: Arc<Mutex<State>>,
+    dhcp: Arc<DhcpConfig>,
+    boot: Arc<BootTable>,
+    pub stats: Arc<DhcpStats>,
+}
+
+fn now_secs() -> Secs {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A panic while holding the lock cannot leave the table half-updated in a way
+    // that matters more than stopping DHCP would; keep serving.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl DhcpServer {
+    /// Binds every socket and loads the leases. Fails before anything is served.
+    pub fn build(dhcp: &DhcpConfig, boot: &BootTable, store: &dyn Store) -> Result<DhcpServer, DhcpError> {
+        let mut sockets = Vec::new();
+        if dhcp.mode != DhcpMode::Off {
+            for name in &dhcp.interfaces {
+                let iface = lookup_iface(name)?;
+                sockets.push(Arc::new(DhcpSocket::bind(iface.clone(), ServicePort::Dhcp)?));
+                if matches!(dhcp.mode, DhcpMode::Proxy | DhcpMode::Auto) {
+                    sockets.push(Arc::new(DhcpSocket::bind(iface, ServicePort::PxeBootServer)?));
+                }
+            }
+        }
+        let loaded = store.load().map_err(DhcpError::Load)?;
+        let mut leases = LeaseTable::new();
+        let count = loaded.leases.len();
+        for lease in loaded.leases {
+            leases.put(lease);
+        }
+        if loaded.skipped > 0 {
+            tracing::warn!(skipped = loaded.skipped, "some stored rows could not be read and were skipped");
+        }
+        tracing::info!(leases = count, fallback_macs = loaded.fallback.len(), "leases loaded");
+        let state = State { leases, fallback: Fallback::with_fallen(loaded.fallback) };
+        Ok(DhcpServer {
+            sockets,
+            state: Arc::new(Mutex::new(state)),
+            dhcp: Arc::new(dhcp.clone()),
+            boot: Arc::new(boot.clone()),
+            stats: Arc::default(),
+        })
+    }
+
+    /// Serves until `cancel`; the store moves into the committer thread.
+    pub async fn run(self, store: Box<dyn Store>, cancel: CancellationToken) -> Result<(), DhcpError> {
+        if self.sockets.is_empty() {
+            cancel.cancelled().await;
+            return Ok(());
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Pending>(COMMIT_QUEUE);
+        let mut tasks = JoinSet::new();
+        {
+            let stats = self.stats.clone();
+            tasks.spawn_blocking(move || {
+                committer(store, rx, &stats);
+                Ok(())
+            });
+        }
+        for sock in &self.sockets {
+            tracing::info!(iface = %sock.iface.name, port = ?sock.port, mode = ?self.dhcp.mode, "DHCP listening");
+            tasks.spawn(serve_socket(
+                sock.clone(),
+                self.state.clone(),
+                self.dhcp.clone(),
+                self.boot.clone(),
+                self.stats.clone(),
+                tx.clone(),
+                cancel.clone(),
+            ));
+        }
+        tasks.spawn(reclaim_loop(self.state.clone(), self.dhcp.clone(), tx, cancel.clone()));
+        let mut result = Ok(());
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "DHCP task failed");
+                    cancel.cancel();
+                    result = Err(e);
+                }
+                Err(e) if e.is_panic() => {
+                    tracing::error!(error = %e, "DHCP task panicked");
+                    cancel.cancel();
+                }
+                _ => {}
+            }
+        }
+        result
+    }
+}
+
+async fn serve_socket(
+    sock: Arc<DhcpSocket>,
+    state: Arc<Mutex<State>>,
+    dhcp: Arc<DhcpConfig>,
+    boot: Arc<BootTable>,
+    stats: Arc<DhcpStats>,
+    commits: SyncSender<Pending>,
+    cancel: CancellationToken,
+) -> Result<(), DhcpError> {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let info = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            r = sock.recv(&mut buf) => match r {
+                Ok(info) => info,
+                Err(e) => {
+                    tracing::warn!(iface = %sock.iface.name, error = %e, "DHCP receive failed");
+                    continue;
+                }
+            },
+        };
+        let len = info.len.min(buf.len());
+        handle(&sock, &buf[..len], info, &state, &dhcp, &boot, &stats, &commits);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn handle(
+    sock: &Arc<DhcpSocket>,
+    datagram: &[u8],
+    info: super::socket::RecvInfo,
+    state: &Mutex<State>,
+    dhcp: &DhcpConfig,
+    boot: &BootTable,
+    stats: &DhcpStats,
+    commits: &SyncSender<Pending>,
+) {
+    stats.received.fetch_add(1, Ordering::Relaxed);
+    let peer = info.src;
+    if info.ifindex != sock.iface.index {
+        stats.foreign_interface.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%peer, ifindex = info.ifindex, "dropping datagram from another interface");
+        return;
+    }
+    if let Err(error) = wire::check(datagram) {
+        stats.malformed.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%peer, %error, "dropping malformed DHCP datagram");
+        return;
+    }
+    let msg = match Message::decode(&mut Decoder::new(datagram)) {
+        Ok(m) => m,
+        Err(error) => {
+            stats.malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, %error, "dropping undecodable DHCP datagram");
+            return;
+        }
+    };
+    // Serve from our address on this interface; fall back to the first configured one.
+    let local = if info.local.is_unspecified() { sock.iface.addrs[0].addr() } else { info.local };
+    let arrival = Arrival { local, dst: info.dst, src: peer, port: sock.port };
+    let policy = Policy { dhcp, boot };
+    let Outcome { verdict, persist } = {
+        let mut st = lock(state);
+        decide::decide(&msg, datagram, &arrival, &policy, &mut st, now_secs())
+    };
+    let xid = msg.xid();
+    let mac = crate::dhcp::leases::ClientKey::hw(u8::from(msg.htype()), msg.chaddr());
+    let reply = match verdict {
+        Ok(reply) => {
+            tracing::debug!(mac = %mac, xid, %peer, kind = ?reply.kind, yiaddr = %reply.yiaddr, dest = ?reply.dest, firmware = ?reply.firmware, "reply");
+            Some(reply)
+        }
+        Err(why) => {
+            stats.ignored.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(mac = %mac, xid, %peer, reason = ?why, "no reply");
+            None
+        }
+    };
+    if persist.is_empty() {
+        if let Some(reply) = reply {
+            send(sock, &reply, local, stats);
+        }
+        return;
+    }
+    let pending = Pending { changes: persist, reply: reply.map(|r| (sock.clone(), r, local)) };
+    if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = commits.try_send(pending) {
+        stats.queue_full.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(mac = %mac, xid, "commit queue full: dropping request (the client will retry)");
+    }
+}
+
+fn send(sock: &DhcpSocket, reply: &Reply, local: Ipv4Addr, stats: &DhcpStats) {
+    match sock.send(&reply.bytes, reply.dest, local) {
+        Ok(()) => {
+            stats.replies.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(error) => tracing::warn!(dest = ?reply.dest, %error, "sending DHCP reply failed"),
+    }
+}
+
+/// Writes batches of changes durably, then sends the replies that waited on them.
+/// Runs on its own thread until every sender is gone.
+fn committer(mut store: Box<dyn Store>, rx: Receiver<Pending>, stats: &DhcpStats) {
+    let mut batch: Vec<Pending> = Vec::new();
+    let mut changes: Vec<Change> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        changes.clear();
+        for p in &mut batch {
+            changes.append(&mut p.changes);
+        }
+        match store.commit(&changes) {
+            Ok(()) => {
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                for p in batch.drain(..) {
+                    if let Some((sock, reply, local)) = p.reply {
+                        send(&sock, &reply, local, stats);
+                    }
+                }
+            }
+            Err(error) => {
+                // Nothing from this batch is acknowledged: a client never holds a lease
+                // we could forget. They retry, and we try to persist again.
+                stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, requests = batch.len(), "committing leases failed; replies withheld");
+                batch.clear();
+            }
+        }
+    }
+}
+
+async fn reclaim_loop(
+    state: Arc<Mutex<State>>,
+    dhcp: Arc<DhcpConfig>,
+    commits: SyncSender<Pending>,
+    cancel: CancellationToken,
+) -> Result<(), DhcpError> {
+    let mut tick = tokio::time::interval(Duration::from_secs(u64::from(dhcp.reclaim_interval_secs)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let now = now_secs();
+        let reclaimed = {
+            let mut st = lock(&state);
+            st.fallback.prune(now, dhcp.fallback_window_secs);
+            st.leases.reclaim(now)
+        };
+        if !reclaimed.is_empty() {
+            tracing::info!(count = reclaimed.len(), "reclaimed expired leases");
+            let changes = reclaimed.into_iter().map(Change::DeleteLease).collect();
+            // If the queue is full the rows stay on disk and are dropped again at next load.
+            let _ = commits.try_send(Pending { changes, reply: None });
+        }
+    }
+}

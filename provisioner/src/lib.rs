@@ -1,0 +1,7 @@
+//! The provisioning hub as a library: everything `main.rs` assembles.
+
+pub mod app;
+pub mod boot;
+pub mod config;
+pub mod dhcp;
+pub mod store;

@@ -1,0 +1,169 @@
+//! The embedded store: one redb file in the state directory.
+//!
+//! redb commits are copy-on-write with checksums: a crash (even `kill -9` or power
+//! loss) leaves the last committed transaction intact. `Durability::Immediate`
+//! (the default) fsyncs before `commit` returns, which is what lets the DHCP
+//! shell send an ACK only after its lease is durable. The writer opens in
+//! `SingleWriter` mode so the CLI can read concurrently while the hub runs.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{Loaded, Store, StoreError, decode_lease, encode_lease};
+use crate::config::MacAddr;
+use crate::dhcp::decide::Change;
+
+/// Leases by address (big-endian u32).
+const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("dhcp_leases");
+/// MACs that ignore ProxyDHCP, with the time they fell back.
+const FALLBACK: TableDefinition<&[u8], u64> = TableDefinition::new("dhcp_fallback");
+
+pub const STORE_FILE: &str = "hub.redb";
+
+#[derive(Debug)]
+pub struct EmbeddedStore {
+    db: Database,
+    path: PathBuf,
+}
+
+fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.to_owned() },
+        other => StoreError::Open { path: path.to_owned(), source: Box::new(other) },
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store in `state_dir`, as the one writer.
+    pub fn open(state_dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        std::fs::create_dir_all(state_dir)
+            .map_err(|source| StoreError::StateDir { path: state_dir.to_owned(), source })?;
+        let path = state_dir.join(STORE_FILE);
+        let db = Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            // Verify every page on open: a damaged file fails with an error, never a panic.
+            .set_check_integrity_on_open(true)
+            .create(&path)
+            .map_err(|e| open_error(&path, e))?;
+        // Make sure the tables exist, so read-only openers find them.
+        let tx = db.begin_write().map_err(Box::new)?;
+        tx.open_table(LEASES).map_err(Box::new)?;
+        tx.open_table(FALLBACK).map_err(Box::new)?;
+        tx.commit().map_err(Box::new)?;
+        Ok(EmbeddedStore { db, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Reads the store without becoming its writer: works while the hub runs.
+pub fn load_read_only(state_dir: &Path) -> Result<Loaded, StoreError> {
+    let path = state_dir.join(STORE_FILE);
+    let db = Database::builder()
+        .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+        .open_read_only(&path)
+        .map_err(|e| open_error(&path, e))?;
+    load_from(&db)
+}
+
+fn load_from(db: &impl ReadableDatabase) -> Result<Loaded, StoreError> {
+    let tx = db.begin_read().map_err(Box::new)?;
+    let mut loaded = Loaded::default();
+    let leases = tx.open_table(LEASES).map_err(Box::new)?;
+    for row in leases.iter().map_err(Box::new)? {
+        let Ok((k, v)) = row else {
+            loaded.skipped += 1;
+            continue;
+        };
+        let addr = Ipv4Addr::from(k.value());
+        match decode_lease(addr, v.value()) {
+            Some(l) => loaded.leases.push(l),
+            None => {
+                tracing::warn!(%addr, "skipping undecodable lease row");
+                loaded.skipped += 1;
+            }
+        }
+    }
+    let fallback = tx.open_table(FALLBACK).map_err(Box::new)?;
+    for row in fallback.iter().map_err(Box::new)? {
+        match row.ok().and_then(|(k, _)| <[u8; 6]>::try_from(k.value()).ok()) {
+            Some(mac) => loaded.fallback.push(MacAddr(mac)),
+            None => loaded.skipped += 1,
+        }
+    }
+    Ok(loaded)
+}
+
+impl Store for EmbeddedStore {
+    fn load(&self) -> Result<Loaded, StoreError> {
+        load_from(&self.db)
+    }
+
+    fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(Box::new)?;
+        {
+            let mut leases = tx.open_table(LEASES).map_err(Box::new)?;
+            let mut fallback = tx.open_table(FALLBACK).map_err(Box::new)?;
+            for change in changes {
+                match change {
+                    Change::PutLease(l) => {
+                        leases.insert(u32::from(l.addr), encode_lease(l).as_slice()).map_err(Box::new)?;
+                    }
+                    Change::DeleteLease(addr) => {
+                        leases.remove(u32::from(*addr)).map_err(Box::new)?;
+                    }
+                    Change::Fallback(mac) => {
+                        fallback.insert(mac.0.as_slice(), 1u64).map_err(Box::new)?;
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(Box::new)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::lease;
+
+    #[test]
+    fn commits_survive_reopen_and_bad_rows_are_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut s = EmbeddedStore::open(dir.path()).expect("open");
+            s.commit(&[
+                Change::PutLease(lease(1)),
+                Change::PutLease(lease(2)),
+                Change::Fallback(MacAddr([2, 0, 0, 0, 0, 9])),
+            ])
+            .expect("commit");
+            s.commit(&[Change::DeleteLease(lease(2).addr)]).expect("commit");
+            // A row no version of ours wrote.
+            let tx = s.db.begin_write().expect("tx");
+            tx.open_table(LEASES).expect("t").insert(u32::from(Ipv4Addr::new(10, 0, 0, 99)), &b"\x01{nope"[..]).expect("i");
+            tx.commit().expect("c");
+        }
+        let s = EmbeddedStore::open(dir.path()).expect("reopen");
+        let loaded = s.load().expect("load");
+        assert_eq!(loaded.leases, vec![lease(1)]);
+        assert_eq!(loaded.fallback, vec![MacAddr([2, 0, 0, 0, 0, 9])]);
+        assert_eq!(loaded.skipped, 1);
+        // Another process-style reader can look while the writer is open.
+        let ro = load_read_only(dir.path()).expect("read-only while open");
+        assert_eq!(ro.leases.len(), 1);
+    }
+
+    #[test]
+    fn second_writer_is_refused_clearly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _first = EmbeddedStore::open(dir.path()).expect("open");
+        let err = EmbeddedStore::open(dir.path()).expect_err("second writer");
+        assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
+    }
+}
