@@ -75,7 +75,10 @@ pub const BOOT_SCRIPT_PATH: &str = "/boot.ipxe";
 
 impl BootTable {
     pub fn new(http_port: u16, uefi_x64: UefiX64Loader) -> BootTable {
-        BootTable { http_port, uefi_x64 }
+        BootTable {
+            http_port,
+            uefi_x64,
+        }
     }
 
     pub fn http_port(&self) -> u16 {

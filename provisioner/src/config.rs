@@ -69,7 +69,8 @@ impl FromStr for MacAddr {
             if part.len() != 2 {
                 return Err(format!("{s:?} is not a MAC address"));
             }
-            *byte = u8::from_str_radix(part, 16).map_err(|_| format!("{s:?} is not a MAC address"))?;
+            *byte =
+                u8::from_str_radix(part, 16).map_err(|_| format!("{s:?} is not a MAC address"))?;
         }
         Ok(MacAddr(mac))
     }
@@ -177,7 +178,10 @@ pub struct RawAuto {
 
 impl Default for RawAuto {
     fn default() -> Self {
-        RawAuto { fallback_after: default_fallback_after(), window_secs: default_fallback_window() }
+        RawAuto {
+            fallback_after: default_fallback_after(),
+            window_secs: default_fallback_window(),
+        }
     }
 }
 
@@ -239,7 +243,10 @@ pub struct RawBoot {
 
 impl Default for RawBoot {
     fn default() -> Self {
-        RawBoot { http_port: default_http_port(), uefi_x64: UefiX64Loader::default() }
+        RawBoot {
+            http_port: default_http_port(),
+            uefi_x64: UefiX64Loader::default(),
+        }
     }
 }
 
@@ -333,18 +340,25 @@ impl DhcpConfig {
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Config::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { source, .. } => ConfigError::Parse { path: path.to_owned(), source },
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            },
             other => other,
         })
     }
 
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: PathBuf::new(), source: Box::new(e) })?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            source: Box::new(e),
+        })?;
         Config::try_from(raw)
     }
 }
@@ -358,7 +372,9 @@ pub fn valid_hostname(name: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -374,26 +390,38 @@ impl TryFrom<RawConfig> for Config {
             return Err(invalid("boot.http_port must not be 0"));
         }
         let boot = BootTable::new(raw.boot.http_port, raw.boot.uefi_x64);
-        Ok(Config { state_dir: raw.state_dir, dhcp, boot })
+        Ok(Config {
+            state_dir: raw.state_dir,
+            dhcp,
+            boot,
+        })
     }
 }
 
 fn validate_dhcp(raw: RawDhcp) -> Result<DhcpConfig, ConfigError> {
     if raw.mode != DhcpMode::Off && raw.interfaces.is_empty() {
-        return Err(invalid("dhcp.interfaces is empty but dhcp.mode is not \"off\""));
+        return Err(invalid(
+            "dhcp.interfaces is empty but dhcp.mode is not \"off\"",
+        ));
     }
     let mut seen_ifaces = HashSet::new();
     for name in &raw.interfaces {
         // IFNAMSIZ is 16 including the NUL (linux/if.h).
         if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
-            return Err(invalid(format!("dhcp.interfaces: {name:?} is not an interface name")));
+            return Err(invalid(format!(
+                "dhcp.interfaces: {name:?} is not an interface name"
+            )));
         }
         if !seen_ifaces.insert(name) {
-            return Err(invalid(format!("dhcp.interfaces: {name:?} is listed twice")));
+            return Err(invalid(format!(
+                "dhcp.interfaces: {name:?} is listed twice"
+            )));
         }
     }
     if raw.offer_hold_secs == 0 || raw.reclaim_interval_secs == 0 {
-        return Err(invalid("dhcp.offer_hold_secs and dhcp.reclaim_interval_secs must be > 0"));
+        return Err(invalid(
+            "dhcp.offer_hold_secs and dhcp.reclaim_interval_secs must be > 0",
+        ));
     }
     if raw.auto.fallback_after == 0 {
         return Err(invalid("dhcp.auto.fallback_after must be > 0"));
@@ -402,11 +430,14 @@ fn validate_dhcp(raw: RawDhcp) -> Result<DhcpConfig, ConfigError> {
     let mut macs = HashSet::new();
     for s in raw.subnets {
         let subnet = validate_subnet(s)?;
-        if let Some(other) = subnets
-            .iter()
-            .find(|o| o.network.contains(&subnet.network.network()) || subnet.network.contains(&o.network.network()))
-        {
-            return Err(invalid(format!("subnets {} and {} overlap", other.network, subnet.network)));
+        if let Some(other) = subnets.iter().find(|o| {
+            o.network.contains(&subnet.network.network())
+                || subnet.network.contains(&o.network.network())
+        }) {
+            return Err(invalid(format!(
+                "subnets {} and {} overlap",
+                other.network, subnet.network
+            )));
         }
         for r in &subnet.reservations {
             if !macs.insert(r.mac) {
@@ -415,7 +446,9 @@ fn validate_dhcp(raw: RawDhcp) -> Result<DhcpConfig, ConfigError> {
         }
         subnets.push(subnet);
     }
-    let has_pool = subnets.iter().any(|s| !s.pools.is_empty() || !s.reservations.is_empty());
+    let has_pool = subnets
+        .iter()
+        .any(|s| !s.pools.is_empty() || !s.reservations.is_empty());
     match raw.mode {
         DhcpMode::Full | DhcpMode::Auto if !has_pool => {
             return Err(invalid(format!(
@@ -441,16 +474,24 @@ fn validate_dhcp(raw: RawDhcp) -> Result<DhcpConfig, ConfigError> {
 fn validate_subnet(s: RawSubnet) -> Result<Subnet, ConfigError> {
     let net = s.network;
     if net != net.trunc() {
-        return Err(invalid(format!("subnet {net}: host bits set (did you mean {}?)", net.trunc())));
+        return Err(invalid(format!(
+            "subnet {net}: host bits set (did you mean {}?)",
+            net.trunc()
+        )));
     }
     if net.prefix_len() > 30 {
-        return Err(invalid(format!("subnet {net}: prefix longer than /30 leaves no pool")));
+        return Err(invalid(format!(
+            "subnet {net}: prefix longer than /30 leaves no pool"
+        )));
     }
     let host = |a: Ipv4Addr| a != net.network() && a != net.broadcast() && net.contains(&a);
     let mut pools: Vec<Pool> = Vec::new();
     for p in s.pools {
         if p.start > p.end {
-            return Err(invalid(format!("subnet {net}: pool {}-{} is backwards", p.start, p.end)));
+            return Err(invalid(format!(
+                "subnet {net}: pool {}-{} is backwards",
+                p.start, p.end
+            )));
         }
         if !host(p.start) || !host(p.end) {
             return Err(invalid(format!(
@@ -458,8 +499,14 @@ fn validate_subnet(s: RawSubnet) -> Result<Subnet, ConfigError> {
                 p.start, p.end
             )));
         }
-        let pool = Pool { start: p.start, end: p.end };
-        if let Some(o) = pools.iter().find(|o| o.start <= pool.end && pool.start <= o.end) {
+        let pool = Pool {
+            start: p.start,
+            end: p.end,
+        };
+        if let Some(o) = pools
+            .iter()
+            .find(|o| o.start <= pool.end && pool.start <= o.end)
+        {
             return Err(invalid(format!(
                 "subnet {net}: pools {}-{} and {}-{} overlap",
                 o.start, o.end, pool.start, pool.end
@@ -468,11 +515,15 @@ fn validate_subnet(s: RawSubnet) -> Result<Subnet, ConfigError> {
         pools.push(pool);
     }
     if s.lease_time < 60 {
-        return Err(invalid(format!("subnet {net}: lease_time must be at least 60 seconds")));
+        return Err(invalid(format!(
+            "subnet {net}: lease_time must be at least 60 seconds"
+        )));
     }
     // RFC 2131 §4.4.5: T1 defaults to 0.5 × lease, T2 to 0.875 × lease.
     let renew = s.renew_time.unwrap_or(s.lease_time / 2);
-    let rebind = s.rebind_time.unwrap_or((u64::from(s.lease_time) * 7 / 8) as u32);
+    let rebind = s
+        .rebind_time
+        .unwrap_or((u64::from(s.lease_time) * 7 / 8) as u32);
     if !(renew < rebind && rebind < s.lease_time) {
         return Err(invalid(format!(
             "subnet {net}: need renew_time ({renew}) < rebind_time ({rebind}) < lease_time ({})",
@@ -481,32 +532,48 @@ fn validate_subnet(s: RawSubnet) -> Result<Subnet, ConfigError> {
     }
     for r in &s.routers {
         if !host(*r) {
-            return Err(invalid(format!("subnet {net}: router {r} is not in the subnet")));
+            return Err(invalid(format!(
+                "subnet {net}: router {r} is not in the subnet"
+            )));
         }
     }
     if let Some(d) = &s.domain
         && !valid_hostname(d)
     {
-        return Err(invalid(format!("subnet {net}: domain {d:?} is not a valid domain name")));
+        return Err(invalid(format!(
+            "subnet {net}: domain {d:?} is not a valid domain name"
+        )));
     }
     let mut addrs = HashSet::new();
     for r in &s.reservations {
         if !host(r.address) {
-            return Err(invalid(format!("subnet {net}: reservation {} is not in the subnet", r.address)));
+            return Err(invalid(format!(
+                "subnet {net}: reservation {} is not in the subnet",
+                r.address
+            )));
         }
         if !addrs.insert(r.address) {
-            return Err(invalid(format!("subnet {net}: address {} is reserved twice", r.address)));
+            return Err(invalid(format!(
+                "subnet {net}: address {} is reserved twice",
+                r.address
+            )));
         }
         if let Some(h) = &r.hostname
             && !valid_hostname(h)
         {
-            return Err(invalid(format!("subnet {net}: reservation hostname {h:?} is not valid")));
+            return Err(invalid(format!(
+                "subnet {net}: reservation hostname {h:?} is not valid"
+            )));
         }
     }
     let reservations = s
         .reservations
         .into_iter()
-        .map(|r| Reservation { mac: r.mac, address: r.address, hostname: r.hostname })
+        .map(|r| Reservation {
+            mac: r.mac,
+            address: r.address,
+            hostname: r.hostname,
+        })
         .collect();
     Ok(Subnet {
         network: net,
@@ -539,8 +606,16 @@ mod tests {
         let base = "state_dir = \"/tmp/x\"\n";
         let cases: &[(&str, &str, &str)] = &[
             ("unknown field", "bogus = 1\n", "unknown field"),
-            ("full without pool", "[dhcp]\nmode = \"full\"\ninterfaces = [\"eth0\"]\n", "needs at least one"),
-            ("mode without interface", "[dhcp]\nmode = \"proxy\"\n", "interfaces is empty"),
+            (
+                "full without pool",
+                "[dhcp]\nmode = \"full\"\ninterfaces = [\"eth0\"]\n",
+                "needs at least one",
+            ),
+            (
+                "mode without interface",
+                "[dhcp]\nmode = \"proxy\"\n",
+                "interfaces is empty",
+            ),
             (
                 "pool outside subnet",
                 "[dhcp]\nmode=\"full\"\ninterfaces=[\"e\"]\n[[dhcp.subnet]]\nnetwork=\"10.0.0.0/24\"\npools=[{start=\"10.0.1.1\",end=\"10.0.1.9\"}]\n",
@@ -568,9 +643,14 @@ mod tests {
             ),
         ];
         for (name, extra, want) in cases {
-            let err = Config::parse(&format!("{base}{extra}")).expect_err(name).to_string();
+            let err = Config::parse(&format!("{base}{extra}"))
+                .expect_err(name)
+                .to_string();
             let err = format!("{err} {:?}", err);
-            assert!(err.contains(want), "case {name}: error {err:?} should mention {want:?}");
+            assert!(
+                err.contains(want),
+                "case {name}: error {err:?} should mention {want:?}"
+            );
         }
     }
 

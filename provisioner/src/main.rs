@@ -62,7 +62,9 @@ enum LeasesCommand {
 
 fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).context("parsing --log")?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -80,13 +82,17 @@ fn main() -> anyhow::Result<()> {
             println!("{config:#?}");
             Ok(())
         }
-        Command::Leases { command: LeasesCommand::List { config, json } } => list_leases(&config, json),
+        Command::Leases {
+            command: LeasesCommand::List { config, json },
+        } => list_leases(&config, json),
     }
 }
 
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let app = App::build(&config)?;
         let cancel = CancellationToken::new();
@@ -110,7 +116,9 @@ fn list_leases(path: &std::path::Path, json: bool) -> anyhow::Result<()> {
         .with_context(|| format!("reading leases in {:?}", config.state_dir))?
         .leases;
     leases.sort_by_key(|l| l.addr);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     if json {
         let rows: Vec<serde_json::Value> = leases
             .iter()
@@ -130,7 +138,10 @@ fn list_leases(path: &std::path::Path, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    println!("{:<16} {:<18} {:<10} {:>9}  {:<24} CLIENT", "ADDRESS", "MAC", "STATE", "EXPIRES", "HOSTNAME");
+    println!(
+        "{:<16} {:<18} {:<10} {:>9}  {:<24} CLIENT",
+        "ADDRESS", "MAC", "STATE", "EXPIRES", "HOSTNAME"
+    );
     for l in &leases {
         let state = match l.state {
             LeaseState::Bound if l.expires <= now => "expired",

@@ -94,7 +94,11 @@ pub fn classify(msg: &Message) -> BootClass {
     }
     // PXE clients must send option 93 (RFC 4578 §2.1); treat its absence as BIOS,
     // which is what old PXE ROMs that omit it are.
-    let arch = client_arch(msg).unwrap_or(if http { arch::HTTP_X86_64 } else { arch::X86_BIOS });
+    let arch = client_arch(msg).unwrap_or(if http {
+        arch::HTTP_X86_64
+    } else {
+        arch::X86_BIOS
+    });
     let firmware = match (http, arch) {
         (true, arch::HTTP_X86_64 | arch::EFI_X86_64 | arch::EFI_BC) => Firmware::HttpUefiX64,
         (true, arch::HTTP_ARM64 | arch::EFI_ARM64) => Firmware::HttpUefiArm64,
@@ -118,7 +122,8 @@ mod tests {
 
     fn msg(opts: Vec<DhcpOption>) -> Message {
         let mut m = Message::default();
-        m.opts_mut().insert(DhcpOption::MessageType(MessageType::Discover));
+        m.opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Discover));
         for o in opts {
             m.opts_mut().insert(o);
         }
@@ -136,28 +141,76 @@ mod tests {
     fn classify_table() {
         let cases: Vec<(&str, Message, BootClass)> = vec![
             ("plain client", msg(vec![]), BootClass::Plain),
-            ("udhcpc vendor class", msg(vec![vc("udhcp 1.35.0")]), BootClass::Plain),
-            ("bios pxe", msg(vec![vc("PXEClient:Arch:00000:UNDI:002001"), a(0)]), BootClass::Boot(Firmware::BiosX86)),
-            ("pxe without arch", msg(vec![vc("PXEClient")]), BootClass::Boot(Firmware::BiosX86)),
-            ("uefi bc", msg(vec![vc("PXEClient:Arch:00007:UNDI:003016"), a(7)]), BootClass::Boot(Firmware::UefiX64)),
-            ("uefi x86-64", msg(vec![vc("PXEClient:Arch:00009:UNDI:003016"), a(9)]), BootClass::Boot(Firmware::UefiX64)),
-            ("uefi arm64", msg(vec![vc("PXEClient:Arch:00011:UNDI:003000"), a(11)]), BootClass::Boot(Firmware::UefiArm64)),
-            ("uefi ia32 unsupported", msg(vec![vc("PXEClient:Arch:00006"), a(6)]), BootClass::UnsupportedArch(6)),
-            ("http boot x64", msg(vec![vc("HTTPClient:Arch:00016:UNDI:003001"), a(16)]), BootClass::Boot(Firmware::HttpUefiX64)),
-            ("http boot arm64", msg(vec![vc("HTTPClient:Arch:00019"), a(19)]), BootClass::Boot(Firmware::HttpUefiArm64)),
+            (
+                "udhcpc vendor class",
+                msg(vec![vc("udhcp 1.35.0")]),
+                BootClass::Plain,
+            ),
+            (
+                "bios pxe",
+                msg(vec![vc("PXEClient:Arch:00000:UNDI:002001"), a(0)]),
+                BootClass::Boot(Firmware::BiosX86),
+            ),
+            (
+                "pxe without arch",
+                msg(vec![vc("PXEClient")]),
+                BootClass::Boot(Firmware::BiosX86),
+            ),
+            (
+                "uefi bc",
+                msg(vec![vc("PXEClient:Arch:00007:UNDI:003016"), a(7)]),
+                BootClass::Boot(Firmware::UefiX64),
+            ),
+            (
+                "uefi x86-64",
+                msg(vec![vc("PXEClient:Arch:00009:UNDI:003016"), a(9)]),
+                BootClass::Boot(Firmware::UefiX64),
+            ),
+            (
+                "uefi arm64",
+                msg(vec![vc("PXEClient:Arch:00011:UNDI:003000"), a(11)]),
+                BootClass::Boot(Firmware::UefiArm64),
+            ),
+            (
+                "uefi ia32 unsupported",
+                msg(vec![vc("PXEClient:Arch:00006"), a(6)]),
+                BootClass::UnsupportedArch(6),
+            ),
+            (
+                "http boot x64",
+                msg(vec![vc("HTTPClient:Arch:00016:UNDI:003001"), a(16)]),
+                BootClass::Boot(Firmware::HttpUefiX64),
+            ),
+            (
+                "http boot arm64",
+                msg(vec![vc("HTTPClient:Arch:00019"), a(19)]),
+                BootClass::Boot(Firmware::HttpUefiArm64),
+            ),
             (
                 "ipxe plain user class",
-                msg(vec![vc("PXEClient:Arch:00000:UNDI:002001"), a(0), DhcpOption::UserClass(b"iPXE".to_vec())]),
+                msg(vec![
+                    vc("PXEClient:Arch:00000:UNDI:002001"),
+                    a(0),
+                    DhcpOption::UserClass(b"iPXE".to_vec()),
+                ]),
                 BootClass::Boot(Firmware::Ipxe),
             ),
             (
                 "ipxe rfc3004 user class",
-                msg(vec![vc("PXEClient:Arch:00007"), a(7), DhcpOption::UserClass(b"\x03foo\x04iPXE".to_vec())]),
+                msg(vec![
+                    vc("PXEClient:Arch:00007"),
+                    a(7),
+                    DhcpOption::UserClass(b"\x03foo\x04iPXE".to_vec()),
+                ]),
                 BootClass::Boot(Firmware::Ipxe),
             ),
             (
                 "other user class",
-                msg(vec![vc("PXEClient:Arch:00007"), a(7), DhcpOption::UserClass(b"\x04iPXF".to_vec())]),
+                msg(vec![
+                    vc("PXEClient:Arch:00007"),
+                    a(7),
+                    DhcpOption::UserClass(b"\x04iPXF".to_vec()),
+                ]),
                 BootClass::Boot(Firmware::UefiX64),
             ),
         ];

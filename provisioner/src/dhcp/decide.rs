@@ -134,7 +134,10 @@ pub struct Outcome {
 
 impl Outcome {
     fn ignore(why: Ignore) -> Outcome {
-        Outcome { verdict: Err(why), persist: Vec::new() }
+        Outcome {
+            verdict: Err(why),
+            persist: Vec::new(),
+        }
     }
 }
 
@@ -170,7 +173,11 @@ pub fn decide(
         .then(|| <[u8; 6]>::try_from(msg.chaddr()).ok().map(MacAddr))
         .flatten();
     let client_id = match msg.opts().get(OptionCode::ClientIdentifier) {
-        Some(DhcpOption::ClientIdentifier(id)) if (2..=wire::MAX_CLIENT_ID_LEN).contains(&id.len()) => Some(id),
+        Some(DhcpOption::ClientIdentifier(id))
+            if (2..=wire::MAX_CLIENT_ID_LEN).contains(&id.len()) =>
+        {
+            Some(id)
+        }
         _ => None,
     };
     let key = match (policy.dhcp.lease_key, client_id) {
@@ -207,14 +214,22 @@ pub fn decide(
 
 // ---------------------------------------------------------------- auto
 
-fn auto(req: &Req<'_>, arrival: &Arrival, policy: &Policy<'_>, state: &mut State, now: Secs) -> Outcome {
+fn auto(
+    req: &Req<'_>,
+    arrival: &Arrival,
+    policy: &Policy<'_>,
+    state: &mut State,
+    now: Secs,
+) -> Outcome {
     let Some(mac) = req.mac else {
         return proxy(req, arrival, policy);
     };
     let boot_client = matches!(req.class, BootClass::Boot(_));
     // A MAC that fell back is served fully while it boots; and whoever holds one of
     // our leases keeps being served for it (renew, release, decline).
-    if (boot_client && state.fallback.is_fallen_back(mac)) || state.leases.of_client(&req.key).is_some() {
+    if (boot_client && state.fallback.is_fallen_back(mac))
+        || state.leases.of_client(&req.key).is_some()
+    {
         return full(req, arrival, policy, state, now);
     }
     // Retries of PXE firmware (not iPXE, which honours ProxyDHCP) count towards the fallback.
@@ -260,12 +275,24 @@ fn proxy(req: &Req<'_>, arrival: &Arrival, policy: &Policy<'_>) -> Outcome {
     } else {
         Dest::Broadcast
     };
-    finish(req, reply, MessageType::Offer, dest, Some(firmware), Vec::new())
+    finish(
+        req,
+        reply,
+        MessageType::Offer,
+        dest,
+        Some(firmware),
+        Vec::new(),
+    )
 }
 
 /// Port 4011: a PXE client that took our ProxyDHCP offer asks the boot server
 /// for its boot file (PXE 2.1 §2.2.6). Reply to where it came from.
-fn boot_server(req: &Req<'_>, arrival: &Arrival, policy: &Policy<'_>, state: &mut State) -> Outcome {
+fn boot_server(
+    req: &Req<'_>,
+    arrival: &Arrival,
+    policy: &Policy<'_>,
+    state: &mut State,
+) -> Outcome {
     let firmware = match req.class {
         BootClass::Boot(f) => f,
         BootClass::UnsupportedArch(a) => return Outcome::ignore(Ignore::UnsupportedArch(a)),
@@ -286,12 +313,25 @@ fn boot_server(req: &Req<'_>, arrival: &Arrival, policy: &Policy<'_>, state: &mu
     } else {
         Dest::Unicast(arrival.src)
     };
-    finish(req, reply, MessageType::Ack, dest, Some(firmware), Vec::new())
+    finish(
+        req,
+        reply,
+        MessageType::Ack,
+        dest,
+        Some(firmware),
+        Vec::new(),
+    )
 }
 
 // ---------------------------------------------------------------- full
 
-fn full(req: &Req<'_>, arrival: &Arrival, policy: &Policy<'_>, state: &mut State, now: Secs) -> Outcome {
+fn full(
+    req: &Req<'_>,
+    arrival: &Arrival,
+    policy: &Policy<'_>,
+    state: &mut State,
+    now: Secs,
+) -> Outcome {
     if let BootClass::UnsupportedArch(a) = req.class {
         // We can still give it an address, but nothing to boot: log and serve as plain.
         tracing::debug!(arch = a, "PXE client of an architecture with no boot file");
@@ -309,7 +349,11 @@ fn full(req: &Req<'_>, arrival: &Arrival, policy: &Policy<'_>, state: &mut State
 /// The subnet a request belongs to: the relay's (giaddr) or the arrival interface's.
 fn subnet_for<'a>(req: &Req<'_>, arrival: &Arrival, policy: &Policy<'a>) -> Option<&'a Subnet> {
     let giaddr = req.msg.giaddr();
-    let anchor = if giaddr.is_unspecified() { arrival.local } else { giaddr };
+    let anchor = if giaddr.is_unspecified() {
+        arrival.local
+    } else {
+        giaddr
+    };
     policy.dhcp.subnet_containing(anchor)
 }
 
@@ -321,7 +365,13 @@ fn assignable(subnet: &Subnet, addr: Ipv4Addr, mac: Option<MacAddr>) -> bool {
     }
 }
 
-fn discover(req: &Req<'_>, arrival: &Arrival, policy: &Policy<'_>, state: &mut State, now: Secs) -> Outcome {
+fn discover(
+    req: &Req<'_>,
+    arrival: &Arrival,
+    policy: &Policy<'_>,
+    state: &mut State,
+    now: Secs,
+) -> Outcome {
     let Some(subnet) = subnet_for(req, arrival, policy) else {
         return Outcome::ignore(Ignore::NoSubnet);
     };
@@ -329,7 +379,9 @@ fn discover(req: &Req<'_>, arrival: &Arrival, policy: &Policy<'_>, state: &mut S
     let mac = req.mac;
     let leases = &mut state.leases;
     // RFC 2131 §4.3.1 order: reservation, current/previous binding, requested address, pool.
-    let reserved = mac.and_then(|m| subnet.reservation_for_mac(m)).map(|r| r.address);
+    let reserved = mac
+        .and_then(|m| subnet.reservation_for_mac(m))
+        .map(|r| r.address);
     let previous = leases
         .of_client(key)
         .filter(|l| l.state != LeaseState::Declined && assignable(subnet, l.addr, mac))
@@ -348,7 +400,14 @@ fn discover(req: &Req<'_>, arrival: &Arrival, policy: &Policy<'_>, state: &mut S
         .get(addr)
         .is_some_and(|l| &l.key == key && l.state == LeaseState::Bound && l.expires > now);
     if !already_bound {
-        leases.put(new_lease(req, addr, LeaseState::Offered, now, now + u64::from(policy.dhcp.offer_hold_secs), subnet));
+        leases.put(new_lease(
+            req,
+            addr,
+            LeaseState::Offered,
+            now,
+            now + u64::from(policy.dhcp.offer_hold_secs),
+            subnet,
+        ));
     }
     let mut reply = base_reply(req.msg, MessageType::Offer, arrival.local);
     reply.set_yiaddr(addr);
@@ -361,7 +420,13 @@ fn discover(req: &Req<'_>, arrival: &Arrival, policy: &Policy<'_>, state: &mut S
     finish(req, reply, MessageType::Offer, dest, firmware, Vec::new())
 }
 
-fn request(req: &Req<'_>, arrival: &Arrival, policy: &Policy<'_>, state: &mut State, now: Secs) -> Outcome {
+fn request(
+    req: &Req<'_>,
+    arrival: &Arrival,
+    policy: &Policy<'_>,
+    state: &mut State,
+    now: Secs,
+) -> Outcome {
     let ciaddr = req.msg.ciaddr();
     if let Some(sid) = req.server_id {
         // SELECTING (§4.3.2).
@@ -375,7 +440,10 @@ fn request(req: &Req<'_>, arrival: &Arrival, policy: &Policy<'_>, state: &mut St
             }
             return Outcome::ignore(Ignore::NotOurServerId);
         }
-        let Some(addr) = req.requested.or((!ciaddr.is_unspecified()).then_some(ciaddr)) else {
+        let Some(addr) = req
+            .requested
+            .or((!ciaddr.is_unspecified()).then_some(ciaddr))
+        else {
             return Outcome::ignore(Ignore::MissingRequestedAddress);
         };
         return bind_or_nak(req, arrival, policy, state, now, addr);
@@ -425,7 +493,11 @@ fn bind_or_nak(
         return nak(req, arrival, "address is not assignable to this client");
     }
     if !state.leases.available(subnet, addr, &req.key, req.mac, now) {
-        return nak(req, arrival, "address is held by another client or quarantined");
+        return nak(
+            req,
+            arrival,
+            "address is held by another client or quarantined",
+        );
     }
     // An existing binding of this client elsewhere in the subnet is superseded.
     if let Some(old) = state.leases.of_client(&req.key).map(|l| l.addr)
@@ -433,7 +505,14 @@ fn bind_or_nak(
     {
         state.leases.remove(old);
     }
-    let lease = new_lease(req, addr, LeaseState::Bound, now, now + u64::from(subnet.lease_time), subnet);
+    let lease = new_lease(
+        req,
+        addr,
+        LeaseState::Bound,
+        now,
+        now + u64::from(subnet.lease_time),
+        subnet,
+    );
     state.leases.put(lease.clone());
     let mut reply = base_reply(req.msg, MessageType::Ack, arrival.local);
     reply.set_yiaddr(addr);
@@ -444,7 +523,14 @@ fn bind_or_nak(
         add_boot(&mut reply, req, f, arrival.local, policy.boot, false);
     }
     let dest = reply_dest(req.msg, addr, req.mac);
-    finish(req, reply, MessageType::Ack, dest, firmware, vec![Change::PutLease(lease)])
+    finish(
+        req,
+        reply,
+        MessageType::Ack,
+        dest,
+        firmware,
+        vec![Change::PutLease(lease)],
+    )
 }
 
 fn nak(req: &Req<'_>, arrival: &Arrival, why: &'static str) -> Outcome {
@@ -456,9 +542,15 @@ fn nak(req: &Req<'_>, arrival: &Arrival, why: &'static str) -> Outcome {
         .set_htype(req.msg.htype())
         .set_chaddr(req.msg.chaddr())
         .set_giaddr(req.msg.giaddr());
-    reply.opts_mut().insert(DhcpOption::MessageType(MessageType::Nak));
-    reply.opts_mut().insert(DhcpOption::ServerIdentifier(arrival.local));
-    reply.opts_mut().insert(DhcpOption::Message(why.to_string()));
+    reply
+        .opts_mut()
+        .insert(DhcpOption::MessageType(MessageType::Nak));
+    reply
+        .opts_mut()
+        .insert(DhcpOption::ServerIdentifier(arrival.local));
+    reply
+        .opts_mut()
+        .insert(DhcpOption::Message(why.to_string()));
     // §4.3.2: a NAK goes to the relay with the broadcast bit set, else it is broadcast.
     let dest = if req.msg.giaddr().is_unspecified() {
         Dest::Broadcast
@@ -469,7 +561,13 @@ fn nak(req: &Req<'_>, arrival: &Arrival, why: &'static str) -> Outcome {
     finish(req, reply, MessageType::Nak, dest, None, Vec::new())
 }
 
-fn decline(req: &Req<'_>, arrival: &Arrival, policy: &Policy<'_>, state: &mut State, now: Secs) -> Outcome {
+fn decline(
+    req: &Req<'_>,
+    arrival: &Arrival,
+    policy: &Policy<'_>,
+    state: &mut State,
+    now: Secs,
+) -> Outcome {
     if req.server_id.is_some_and(|s| s != arrival.local) {
         return Outcome::ignore(Ignore::NotOurServerId);
     }
@@ -495,19 +593,34 @@ fn release(req: &Req<'_>, arrival: &Arrival, state: &mut State) -> Outcome {
         return Outcome::ignore(Ignore::NotOurServerId);
     }
     let addr = req.msg.ciaddr();
-    let Some(lease) = state.leases.get(addr).filter(|l| l.key == req.key && l.state == LeaseState::Bound).cloned()
+    let Some(lease) = state
+        .leases
+        .get(addr)
+        .filter(|l| l.key == req.key && l.state == LeaseState::Bound)
+        .cloned()
     else {
         return Outcome::ignore(Ignore::NotClientsLease);
     };
-    let released = Lease { state: LeaseState::Released, ..lease };
+    let released = Lease {
+        state: LeaseState::Released,
+        ..lease
+    };
     state.leases.put(released.clone());
     no_reply(vec![Change::PutLease(released)])
 }
 
 fn inform(req: &Req<'_>, arrival: &Arrival, policy: &Policy<'_>) -> Outcome {
     let ciaddr = req.msg.ciaddr();
-    let anchor = if ciaddr.is_unspecified() { *arrival.src.ip() } else { ciaddr };
-    let Some(subnet) = policy.dhcp.subnet_containing(anchor).or_else(|| subnet_for(req, arrival, policy)) else {
+    let anchor = if ciaddr.is_unspecified() {
+        *arrival.src.ip()
+    } else {
+        ciaddr
+    };
+    let Some(subnet) = policy
+        .dhcp
+        .subnet_containing(anchor)
+        .or_else(|| subnet_for(req, arrival, policy))
+    else {
         return Outcome::ignore(Ignore::NoSubnet);
     };
     let mut reply = base_reply(req.msg, MessageType::Ack, arrival.local);
@@ -530,7 +643,10 @@ fn inform(req: &Req<'_>, arrival: &Arrival, policy: &Policy<'_>) -> Outcome {
 
 /// DECLINE and RELEASE have no reply (RFC 2131 §4.3.3, §4.3.4), only changes to persist.
 fn no_reply(persist: Vec<Change>) -> Outcome {
-    Outcome { verdict: Err(Ignore::NoReplyExpected), persist }
+    Outcome {
+        verdict: Err(Ignore::NoReplyExpected),
+        persist,
+    }
 }
 
 // ---------------------------------------------------------------- building replies
@@ -576,7 +692,14 @@ fn hostname_for(req: &Req<'_>, subnet: &Subnet, addr: Ipv4Addr) -> Option<String
     }
 }
 
-fn new_lease(req: &Req<'_>, addr: Ipv4Addr, state: LeaseState, now: Secs, expires: Secs, subnet: &Subnet) -> Lease {
+fn new_lease(
+    req: &Req<'_>,
+    addr: Ipv4Addr,
+    state: LeaseState,
+    now: Secs,
+    expires: Secs,
+    subnet: &Subnet,
+) -> Lease {
     Lease {
         addr,
         key: req.key.clone(),
@@ -614,7 +737,14 @@ fn add_lease_options(m: &mut Message, subnet: &Subnet, with_times: bool, hostnam
 
 /// Boot information for a network-boot client. `proxy` adds what ProxyDHCP needs
 /// (PXE spec §2.2.5): vendor class and PXE vendor options.
-fn add_boot(m: &mut Message, req: &Req<'_>, firmware: Firmware, server: Ipv4Addr, boot: &BootTable, proxy: bool) {
+fn add_boot(
+    m: &mut Message,
+    req: &Req<'_>,
+    firmware: Firmware,
+    server: Ipv4Addr,
+    boot: &BootTable,
+    proxy: bool,
+) {
     let http_client = classify::is_http_client(req.msg);
     let file = match boot.target(firmware) {
         BootTarget::Tftp(name) => {
@@ -623,27 +753,44 @@ fn add_boot(m: &mut Message, req: &Req<'_>, firmware: Firmware, server: Ipv4Addr
         }
         BootTarget::Http(path) => boot.url(server, path),
     };
-    m.set_fname_str(&file);
+    // The `file` field holds 128 bytes including the terminating NUL (RFC 2131 §2);
+    // a longer name goes in option 67 only. (dhcproto panics past 128.)
+    let fits = file.len() < 128;
+    if fits {
+        m.set_fname_str(&file);
+    }
     let wants = |code: OptionCode| match req.msg.opts().get(OptionCode::ParameterRequestList) {
         Some(DhcpOption::ParameterRequestList(list)) => list.contains(&code),
         _ => false,
     };
     if wants(OptionCode::TFTPServerName) {
-        m.opts_mut().insert(DhcpOption::TFTPServerName(server.to_string().into_bytes()));
+        m.opts_mut()
+            .insert(DhcpOption::TFTPServerName(server.to_string().into_bytes()));
     }
-    if wants(OptionCode::BootfileName) {
-        m.opts_mut().insert(DhcpOption::BootfileName(file.into_bytes()));
+    if !fits || wants(OptionCode::BootfileName) {
+        m.opts_mut()
+            .insert(DhcpOption::BootfileName(file.into_bytes()));
     }
     if http_client {
         // UEFI HTTP boot ignores offers without it (UEFI spec §24.7.2).
-        m.opts_mut().insert(DhcpOption::ClassIdentifier(classify::HTTP_CLIENT.to_vec()));
+        m.opts_mut()
+            .insert(DhcpOption::ClassIdentifier(classify::HTTP_CLIENT.to_vec()));
     } else if proxy {
-        m.opts_mut().insert(DhcpOption::ClassIdentifier(classify::PXE_CLIENT.to_vec()));
-        m.opts_mut().insert(DhcpOption::VendorExtensions(vec![PXE_DISCOVERY_CONTROL, 1, PXE_USE_BOOTFILE, 255]));
+        m.opts_mut()
+            .insert(DhcpOption::ClassIdentifier(classify::PXE_CLIENT.to_vec()));
+        m.opts_mut().insert(DhcpOption::VendorExtensions(vec![
+            PXE_DISCOVERY_CONTROL,
+            1,
+            PXE_USE_BOOTFILE,
+            255,
+        ]));
     }
-    if let Some(DhcpOption::ClientMachineIdentifier(uuid)) = req.msg.opts().get(OptionCode::ClientMachineIdentifier) {
+    if let Some(DhcpOption::ClientMachineIdentifier(uuid)) =
+        req.msg.opts().get(OptionCode::ClientMachineIdentifier)
+    {
         // PXE spec §2.2.5: mirror the client's UUID (option 97).
-        m.opts_mut().insert(DhcpOption::ClientMachineIdentifier(uuid.clone()));
+        m.opts_mut()
+            .insert(DhcpOption::ClientMachineIdentifier(uuid.clone()));
     }
     if firmware == Firmware::Ipxe {
         m.opts_mut().insert(DhcpOption::Unknown(UnknownOption::new(
@@ -675,15 +822,19 @@ fn finish(
 ) -> Outcome {
     if let Some(info) = wire::raw_option(req.raw, wire::OPT_RELAY_AGENT_INFO) {
         // RFC 3046 §2.2: echo the relay agent information unchanged.
-        reply.opts_mut().insert(DhcpOption::Unknown(UnknownOption::new(
-            OptionCode::RelayAgentInformation,
-            info.to_vec(),
-        )));
+        reply
+            .opts_mut()
+            .insert(DhcpOption::Unknown(UnknownOption::new(
+                OptionCode::RelayAgentInformation,
+                info.to_vec(),
+            )));
     }
     // RFC 2132 §9.10: option 57 is the largest DHCP message the client accepts;
     // never below the 576-byte minimum.
     let limit = match req.msg.opts().get(OptionCode::MaxMessageSize) {
-        Some(DhcpOption::MaxMessageSize(n)) => usize::from(*n).saturating_sub(28).max(DEFAULT_MAX_DHCP),
+        Some(DhcpOption::MaxMessageSize(n)) => {
+            usize::from(*n).saturating_sub(28).max(DEFAULT_MAX_DHCP)
+        }
         _ => DEFAULT_MAX_DHCP,
     };
     let mut trim = TRIM_ORDER.iter();
@@ -694,13 +845,32 @@ fn finish(
                 Some(code) => {
                     reply.opts_mut().remove(*code);
                 }
-                None => return Outcome { verdict: Err(Ignore::ReplyTooLarge), persist },
+                None => {
+                    return Outcome {
+                        verdict: Err(Ignore::ReplyTooLarge),
+                        persist,
+                    };
+                }
             },
-            None => return Outcome { verdict: Err(Ignore::ReplyTooLarge), persist },
+            None => {
+                return Outcome {
+                    verdict: Err(Ignore::ReplyTooLarge),
+                    persist,
+                };
+            }
         }
     };
     let yiaddr = reply.yiaddr();
-    Outcome { verdict: Ok(Reply { kind, bytes, dest, yiaddr, firmware }), persist }
+    Outcome {
+        verdict: Ok(Reply {
+            kind,
+            bytes,
+            dest,
+            yiaddr,
+            firmware,
+        }),
+        persist,
+    }
 }
 
 fn encode(m: &Message) -> Option<Vec<u8>> {

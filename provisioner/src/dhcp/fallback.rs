@@ -29,7 +29,10 @@ struct Watch {
 
 impl Fallback {
     pub fn with_fallen(fallen: impl IntoIterator<Item = MacAddr>) -> Fallback {
-        Fallback { fallen: fallen.into_iter().collect(), watch: HashMap::new() }
+        Fallback {
+            fallen: fallen.into_iter().collect(),
+            watch: HashMap::new(),
+        }
     }
 
     pub fn is_fallen_back(&self, mac: MacAddr) -> bool {
@@ -50,9 +53,15 @@ impl Fallback {
                 return false;
             }
         }
-        let w = self.watch.entry(mac).or_insert(Watch { since: now, xids: Vec::new() });
+        let w = self.watch.entry(mac).or_insert(Watch {
+            since: now,
+            xids: Vec::new(),
+        });
         if now.saturating_sub(w.since) > u64::from(window) {
-            *w = Watch { since: now, xids: Vec::new() };
+            *w = Watch {
+                since: now,
+                xids: Vec::new(),
+            };
         }
         // Retransmissions reuse the xid; only new transactions count.
         if !w.xids.contains(&xid) && w.xids.len() <= after as usize {
@@ -73,7 +82,8 @@ impl Fallback {
 
     /// Forgets watches older than the window.
     pub fn prune(&mut self, now: Secs, window: u32) {
-        self.watch.retain(|_, w| now.saturating_sub(w.since) <= u64::from(window));
+        self.watch
+            .retain(|_, w| now.saturating_sub(w.since) <= u64::from(window));
     }
 }
 
@@ -87,7 +97,10 @@ mod tests {
     fn falls_back_after_n_new_transactions_within_window() {
         let mut f = Fallback::default();
         assert!(!f.observe(M, 1, 0, 60, 2));
-        assert!(!f.observe(M, 1, 1, 60, 2), "a retransmission does not count");
+        assert!(
+            !f.observe(M, 1, 1, 60, 2),
+            "a retransmission does not count"
+        );
         assert!(!f.observe(M, 2, 10, 60, 2));
         assert!(f.observe(M, 3, 20, 60, 2));
     }
@@ -97,7 +110,10 @@ mod tests {
         let mut f = Fallback::default();
         f.observe(M, 1, 0, 60, 2);
         f.observe(M, 2, 10, 60, 2);
-        assert!(!f.observe(M, 3, 100, 60, 2), "outside the window: starts over");
+        assert!(
+            !f.observe(M, 3, 100, 60, 2),
+            "outside the window: starts over"
+        );
         f.observe(M, 4, 101, 60, 2);
         f.honoured(M);
         assert!(!f.observe(M, 5, 102, 60, 2));

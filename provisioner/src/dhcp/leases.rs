@@ -50,7 +50,11 @@ impl ClientKey {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 impl fmt::Display for ClientKey {
@@ -103,7 +107,13 @@ pub struct Lease {
 
 impl Lease {
     pub fn mac(&self) -> Option<MacAddr> {
-        (self.htype == 1).then(|| <[u8; 6]>::try_from(self.chaddr.as_slice()).ok().map(MacAddr)).flatten()
+        (self.htype == 1)
+            .then(|| {
+                <[u8; 6]>::try_from(self.chaddr.as_slice())
+                    .ok()
+                    .map(MacAddr)
+            })
+            .flatten()
     }
     /// Whether another client may take this address now.
     fn free_for_others(&self, now: Secs) -> bool {
@@ -152,7 +162,14 @@ impl LeaseTable {
 
     /// Whether `addr` may be given to `key` now: nobody else holds it, it is not
     /// quarantined, and it is not reserved for another MAC.
-    pub fn available(&self, subnet: &Subnet, addr: Ipv4Addr, key: &ClientKey, mac: Option<MacAddr>, now: Secs) -> bool {
+    pub fn available(
+        &self,
+        subnet: &Subnet,
+        addr: Ipv4Addr,
+        key: &ClientKey,
+        mac: Option<MacAddr>,
+        now: Secs,
+    ) -> bool {
         if let Some(r) = subnet.reservation_of_addr(addr)
             && Some(r.mac) != mac
         {
@@ -166,15 +183,28 @@ impl LeaseTable {
     }
 
     /// Picks a free pool address in `subnet` for `key`, scanning from the cursor.
-    pub fn allocate(&mut self, subnet: &Subnet, key: &ClientKey, mac: Option<MacAddr>, now: Secs) -> Option<Ipv4Addr> {
+    pub fn allocate(
+        &mut self,
+        subnet: &Subnet,
+        key: &ClientKey,
+        mac: Option<MacAddr>,
+        now: Secs,
+    ) -> Option<Ipv4Addr> {
         let total: u64 = subnet.pools.iter().map(|p| p.size()).sum();
         if total == 0 {
             return None;
         }
         let net = subnet.network.network();
-        let start = *self.cursors.get(&net).unwrap_or(&u32::from(subnet.pools[0].start));
+        let start = *self
+            .cursors
+            .get(&net)
+            .unwrap_or(&u32::from(subnet.pools[0].start));
         // Walk the pools as one ring, starting at the cursor.
-        let mut order: Vec<(u32, u32)> = subnet.pools.iter().map(|p| (u32::from(p.start), u32::from(p.end))).collect();
+        let mut order: Vec<(u32, u32)> = subnet
+            .pools
+            .iter()
+            .map(|p| (u32::from(p.start), u32::from(p.end)))
+            .collect();
         order.sort_unstable();
         // A cursor outside every pool (the config changed) restarts at the first pool.
         let (mut idx, mut cur) = match order.iter().position(|&(s, e)| s <= start && start <= e) {
@@ -190,7 +220,9 @@ impl LeaseTable {
             } else {
                 cur + 1
             };
-            if self.available(subnet, addr, key, mac, now) && subnet.reservation_of_addr(addr).is_none() {
+            if self.available(subnet, addr, key, mac, now)
+                && subnet.reservation_of_addr(addr).is_none()
+            {
                 self.cursors.insert(net, next);
                 return Some(addr);
             }
@@ -222,8 +254,12 @@ impl LeaseTable {
     /// Drops leases whose time is up. Returns the ones that were persisted, so the
     /// store can delete them too.
     pub fn reclaim(&mut self, now: Secs) -> Vec<Ipv4Addr> {
-        let expired: Vec<Ipv4Addr> =
-            self.by_addr.values().filter(|l| l.expires <= now).map(|l| l.addr).collect();
+        let expired: Vec<Ipv4Addr> = self
+            .by_addr
+            .values()
+            .filter(|l| l.expires <= now)
+            .map(|l| l.addr)
+            .collect();
         let mut persisted = Vec::new();
         for addr in expired {
             if let Some(l) = self.remove(addr)
@@ -245,8 +281,14 @@ mod tests {
         Subnet {
             network: "10.0.0.0/24".parse().expect("net"),
             pools: vec![
-                Pool { start: Ipv4Addr::new(10, 0, 0, 10), end: Ipv4Addr::new(10, 0, 0, 11) },
-                Pool { start: Ipv4Addr::new(10, 0, 0, 20), end: Ipv4Addr::new(10, 0, 0, 20) },
+                Pool {
+                    start: Ipv4Addr::new(10, 0, 0, 10),
+                    end: Ipv4Addr::new(10, 0, 0, 11),
+                },
+                Pool {
+                    start: Ipv4Addr::new(10, 0, 0, 20),
+                    end: Ipv4Addr::new(10, 0, 0, 20),
+                },
             ],
             lease_time: 600,
             renew_time: 300,
@@ -291,7 +333,10 @@ mod tests {
         t.put(bound(second, &b, 1000));
         assert_eq!(t.allocate(&s, &c, None, 100), None, "pool exhausted");
         // After expiry the address is free for others again.
-        assert_eq!(t.allocate(&s, &c, None, 1000), Some(Ipv4Addr::new(10, 0, 0, 10)));
+        assert_eq!(
+            t.allocate(&s, &c, None, 1000),
+            Some(Ipv4Addr::new(10, 0, 0, 10))
+        );
     }
 
     #[test]
@@ -328,7 +373,10 @@ mod tests {
         t.put(bound(Ipv4Addr::new(10, 0, 0, 10), &a, 100));
         t.put(bound(Ipv4Addr::new(10, 0, 0, 10), &b, 200));
         assert!(t.of_client(&a).is_none());
-        assert_eq!(t.of_client(&b).map(|l| l.addr), Some(Ipv4Addr::new(10, 0, 0, 10)));
+        assert_eq!(
+            t.of_client(&b).map(|l| l.addr),
+            Some(Ipv4Addr::new(10, 0, 0, 10))
+        );
     }
 
     #[test]

@@ -74,7 +74,10 @@ pub struct DhcpServer {
 }
 
 fn now_secs() -> Secs {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -85,14 +88,24 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 
 impl DhcpServer {
     /// Binds every socket and loads the leases. Fails before anything is served.
-    pub fn build(dhcp: &DhcpConfig, boot: &BootTable, store: &dyn Store) -> Result<DhcpServer, DhcpError> {
+    pub fn build(
+        dhcp: &DhcpConfig,
+        boot: &BootTable,
+        store: &dyn Store,
+    ) -> Result<DhcpServer, DhcpError> {
         let mut sockets = Vec::new();
         if dhcp.mode != DhcpMode::Off {
             for name in &dhcp.interfaces {
                 let iface = lookup_iface(name)?;
-                sockets.push(Arc::new(DhcpSocket::bind(iface.clone(), ServicePort::Dhcp)?));
+                sockets.push(Arc::new(DhcpSocket::bind(
+                    iface.clone(),
+                    ServicePort::Dhcp,
+                )?));
                 if matches!(dhcp.mode, DhcpMode::Proxy | DhcpMode::Auto) {
-                    sockets.push(Arc::new(DhcpSocket::bind(iface, ServicePort::PxeBootServer)?));
+                    sockets.push(Arc::new(DhcpSocket::bind(
+                        iface,
+                        ServicePort::PxeBootServer,
+                    )?));
                 }
             }
         }
@@ -103,10 +116,20 @@ impl DhcpServer {
             leases.put(lease);
         }
         if loaded.skipped > 0 {
-            tracing::warn!(skipped = loaded.skipped, "some stored rows could not be read and were skipped");
+            tracing::warn!(
+                skipped = loaded.skipped,
+                "some stored rows could not be read and were skipped"
+            );
         }
-        tracing::info!(leases = count, fallback_macs = loaded.fallback.len(), "leases loaded");
-        let state = State { leases, fallback: Fallback::with_fallen(loaded.fallback) };
+        tracing::info!(
+            leases = count,
+            fallback_macs = loaded.fallback.len(),
+            "leases loaded"
+        );
+        let state = State {
+            leases,
+            fallback: Fallback::with_fallen(loaded.fallback),
+        };
         Ok(DhcpServer {
             sockets,
             state: Arc::new(Mutex::new(state)),
@@ -117,7 +140,11 @@ impl DhcpServer {
     }
 
     /// Serves until `cancel`; the store moves into the committer thread.
-    pub async fn run(self, store: Box<dyn Store>, cancel: CancellationToken) -> Result<(), DhcpError> {
+    pub async fn run(
+        self,
+        store: Box<dyn Store>,
+        cancel: CancellationToken,
+    ) -> Result<(), DhcpError> {
         if self.sockets.is_empty() {
             cancel.cancelled().await;
             return Ok(());
@@ -143,7 +170,12 @@ impl DhcpServer {
                 cancel.clone(),
             ));
         }
-        tasks.spawn(reclaim_loop(self.state.clone(), self.dhcp.clone(), tx, cancel.clone()));
+        tasks.spawn(reclaim_loop(
+            self.state.clone(),
+            self.dhcp.clone(),
+            tx,
+            cancel.clone(),
+        ));
         let mut result = Ok(());
         while let Some(joined) = tasks.join_next().await {
             match joined {
@@ -185,7 +217,16 @@ async fn serve_socket(
             },
         };
         let len = info.len.min(buf.len());
-        handle(&sock, &buf[..len], info, &state, &dhcp, &boot, &stats, &commits);
+        handle(
+            &sock,
+            &buf[..len],
+            info,
+            &state,
+            &dhcp,
+            &boot,
+            &stats,
+            &commits,
+        );
     }
 }
 
@@ -221,8 +262,17 @@ fn handle(
         }
     };
     // Serve from our address on this interface; fall back to the first configured one.
-    let local = if info.local.is_unspecified() { sock.iface.addrs[0].addr() } else { info.local };
-    let arrival = Arrival { local, dst: info.dst, src: peer, port: sock.port };
+    let local = if info.local.is_unspecified() {
+        sock.iface.addrs[0].addr()
+    } else {
+        info.local
+    };
+    let arrival = Arrival {
+        local,
+        dst: info.dst,
+        src: peer,
+        port: sock.port,
+    };
     let policy = Policy { dhcp, boot };
     let Outcome { verdict, persist } = {
         let mut st = lock(state);
@@ -247,7 +297,10 @@ fn handle(
         }
         return;
     }
-    let pending = Pending { changes: persist, reply: reply.map(|r| (sock.clone(), r, local)) };
+    let pending = Pending {
+        changes: persist,
+        reply: reply.map(|r| (sock.clone(), r, local)),
+    };
     if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = commits.try_send(pending) {
         stats.queue_full.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(mac = %mac, xid, "commit queue full: dropping request (the client will retry)");
@@ -306,7 +359,8 @@ async fn reclaim_loop(
     commits: SyncSender<Pending>,
     cancel: CancellationToken,
 ) -> Result<(), DhcpError> {
-    let mut tick = tokio::time::interval(Duration::from_secs(u64::from(dhcp.reclaim_interval_secs)));
+    let mut tick =
+        tokio::time::interval(Duration::from_secs(u64::from(dhcp.reclaim_interval_secs)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -323,7 +377,10 @@ async fn reclaim_loop(
             tracing::info!(count = reclaimed.len(), "reclaimed expired leases");
             let changes = reclaimed.into_iter().map(Change::DeleteLease).collect();
             // If the queue is full the rows stay on disk and are dropped again at next load.
-            let _ = commits.try_send(Pending { changes, reply: None });
+            let _ = commits.try_send(Pending {
+                changes,
+                reply: None,
+            });
         }
     }
 }

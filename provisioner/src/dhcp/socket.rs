@@ -44,15 +44,23 @@ pub enum SocketError {
 
 /// Looks up an interface and its IPv4 addresses.
 pub fn lookup_iface(name: &str) -> Result<Iface, SocketError> {
-    let index = nix::net::if_::if_nametoindex(name).map_err(|_| SocketError::NoInterface { name: name.to_owned() })?;
+    let index = nix::net::if_::if_nametoindex(name).map_err(|_| SocketError::NoInterface {
+        name: name.to_owned(),
+    })?;
     let mut addrs = Vec::new();
     for ifa in nix::ifaddrs::getifaddrs().map_err(SocketError::ListInterfaces)? {
         if ifa.interface_name != name {
             continue;
         }
         let (Some(addr), Some(mask)) = (
-            ifa.address.as_ref().and_then(|a| a.as_sockaddr_in()).map(|s| s.ip()),
-            ifa.netmask.as_ref().and_then(|a| a.as_sockaddr_in()).map(|s| s.ip()),
+            ifa.address
+                .as_ref()
+                .and_then(|a| a.as_sockaddr_in())
+                .map(|s| s.ip()),
+            ifa.netmask
+                .as_ref()
+                .and_then(|a| a.as_sockaddr_in())
+                .map(|s| s.ip()),
         ) else {
             continue;
         };
@@ -61,9 +69,15 @@ pub fn lookup_iface(name: &str) -> Result<Iface, SocketError> {
         }
     }
     if addrs.is_empty() {
-        return Err(SocketError::NoAddress { name: name.to_owned() });
+        return Err(SocketError::NoAddress {
+            name: name.to_owned(),
+        });
     }
-    Ok(Iface { name: name.to_owned(), index, addrs })
+    Ok(Iface {
+        name: name.to_owned(),
+        index,
+        addrs,
+    })
 }
 
 /// What packet info told us about a received datagram.
@@ -96,17 +110,23 @@ impl DhcpSocket {
             ServicePort::Dhcp => super::decide::SERVER_PORT,
             ServicePort::PxeBootServer => super::decide::PXE_BOOT_SERVER_PORT,
         };
-        let err = |source: io::Error| SocketError::Bind { iface: iface.name.clone(), port: number, source };
+        let err = |source: io::Error| SocketError::Bind {
+            iface: iface.name.clone(),
+            port: number,
+            source,
+        };
         let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
         sock.set_reuse_address(true).map_err(err)?;
         sock.set_broadcast(true).map_err(err)?;
         sock.bind_device(Some(iface.name.as_bytes())).map_err(err)?;
-        nix::sys::socket::setsockopt(&sock, sockopt::Ipv4PacketInfo, &true).map_err(|e| err(e.into()))?;
+        nix::sys::socket::setsockopt(&sock, sockopt::Ipv4PacketInfo, &true)
+            .map_err(|e| err(e.into()))?;
         // Replies are bursty under boot storms; a larger buffer absorbs them.
         let _ = sock.set_recv_buffer_size(4 << 20);
         let _ = sock.set_send_buffer_size(4 << 20);
         sock.set_nonblocking(true).map_err(err)?;
-        sock.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, number).into()).map_err(err)?;
+        sock.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, number).into())
+            .map_err(err)?;
         let sock = tokio::net::UdpSocket::from_std(sock.into()).map_err(err)?;
         Ok(DhcpSocket { sock, iface, port })
     }
@@ -115,7 +135,10 @@ impl DhcpSocket {
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<RecvInfo> {
         loop {
             self.sock.readable().await?;
-            match self.sock.try_io(tokio::io::Interest::READABLE, || self.recv_now(buf)) {
+            match self
+                .sock
+                .try_io(tokio::io::Interest::READABLE, || self.recv_now(buf))
+            {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 other => return other,
             }
@@ -130,10 +153,24 @@ impl DhcpSocket {
     fn recv_now(&self, buf: &mut [u8]) -> io::Result<RecvInfo> {
         let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
         let mut iov = [io::IoSliceMut::new(buf)];
-        let msg = nix::sys::socket::recvmsg::<SockaddrIn>(self.raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
-            .map_err(io::Error::from)?;
-        let src = msg.address.map(|a| SocketAddrV4::new(a.ip(), a.port())).unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
-        let mut info = RecvInfo { len: msg.bytes, src, ifindex: 0, dst: Ipv4Addr::UNSPECIFIED, local: Ipv4Addr::UNSPECIFIED };
+        let msg = nix::sys::socket::recvmsg::<SockaddrIn>(
+            self.raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        )
+        .map_err(io::Error::from)?;
+        let src = msg
+            .address
+            .map(|a| SocketAddrV4::new(a.ip(), a.port()))
+            .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+        let mut info = RecvInfo {
+            len: msg.bytes,
+            src,
+            ifindex: 0,
+            dst: Ipv4Addr::UNSPECIFIED,
+            local: Ipv4Addr::UNSPECIFIED,
+        };
         if let Ok(cmsgs) = msg.cmsgs() {
             for c in cmsgs {
                 if let ControlMessageOwned::Ipv4PacketInfo(pi) = c {
@@ -161,13 +198,21 @@ impl DhcpSocket {
         };
         let pi = libc::in_pktinfo {
             ipi_ifindex: self.iface.index as libc::c_int,
-            ipi_spec_dst: libc::in_addr { s_addr: u32::from(local).to_be() },
+            ipi_spec_dst: libc::in_addr {
+                s_addr: u32::from(local).to_be(),
+            },
             ipi_addr: libc::in_addr { s_addr: 0 },
         };
         let cmsgs = [ControlMessage::Ipv4PacketInfo(&pi)];
         let addr = SockaddrIn::from(to);
-        nix::sys::socket::sendmsg(self.raw_fd(), &[io::IoSlice::new(bytes)], &cmsgs, MsgFlags::empty(), Some(&addr))
-            .map_err(io::Error::from)?;
+        nix::sys::socket::sendmsg(
+            self.raw_fd(),
+            &[io::IoSlice::new(bytes)],
+            &cmsgs,
+            MsgFlags::empty(),
+            Some(&addr),
+        )
+        .map_err(io::Error::from)?;
         Ok(())
     }
 
@@ -178,7 +223,9 @@ impl DhcpSocket {
         let pa = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: 0,
-            sin_addr: libc::in_addr { s_addr: u32::from(addr).to_be() },
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(addr).to_be(),
+            },
             sin_zero: [0; 8],
         };
         // SAFETY: sockaddr_in and sockaddr have the same size (16) on Linux; we copy bytes.
@@ -193,6 +240,10 @@ impl DhcpSocket {
         }
         // SAFETY: SIOCSARP reads a fully initialised arpreq; the fd is a valid socket.
         let rc = unsafe { libc::ioctl(self.raw_fd(), libc::SIOCSARP, &req as *const libc::arpreq) };
-        if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 }

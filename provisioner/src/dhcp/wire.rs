@@ -39,11 +39,15 @@ pub enum Malformed {
 impl fmt::Display for Malformed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Malformed::TooShort { len } => write!(f, "datagram of {len} bytes is shorter than a DHCP header"),
+            Malformed::TooShort { len } => {
+                write!(f, "datagram of {len} bytes is shorter than a DHCP header")
+            }
             Malformed::NotBootRequest { op } => write!(f, "op {op} is not BOOTREQUEST"),
             Malformed::HardwareLenTooLong { hlen } => write!(f, "hlen {hlen} exceeds 16"),
             Malformed::BadMagicCookie => write!(f, "bad magic cookie"),
-            Malformed::TruncatedOption { code, at } => write!(f, "option {code} at offset {at} runs past the end"),
+            Malformed::TruncatedOption { code, at } => {
+                write!(f, "option {code} at offset {at} runs past the end")
+            }
             Malformed::MissingEnd => write!(f, "options have no END"),
             Malformed::ClientIdLength { len } => write!(f, "client identifier of {len} bytes"),
             Malformed::MessageTypeMissing => write!(f, "no DHCP message type (option 53)"),
@@ -97,13 +101,20 @@ impl<'a> Iterator for Options<'a> {
 }
 
 fn options(datagram: &[u8]) -> Options<'_> {
-    Options { buf: datagram.get(FIXED_LEN + 4..).unwrap_or(&[]), pos: 0, done: false, saw_end: false }
+    Options {
+        buf: datagram.get(FIXED_LEN + 4..).unwrap_or(&[]),
+        pos: 0,
+        done: false,
+        saw_end: false,
+    }
 }
 
 /// Checks that `datagram` is a structurally sound BOOTREQUEST with DHCP options.
 pub fn check(datagram: &[u8]) -> Result<(), Malformed> {
     if datagram.len() < FIXED_LEN + 4 {
-        return Err(Malformed::TooShort { len: datagram.len() });
+        return Err(Malformed::TooShort {
+            len: datagram.len(),
+        });
     }
     if datagram[0] != OP_BOOTREQUEST {
         return Err(Malformed::NotBootRequest { op: datagram[0] });
@@ -143,7 +154,10 @@ pub fn check(datagram: &[u8]) -> Result<(), Malformed> {
 
 /// The raw data of the first instance of option `code`, as received.
 pub fn raw_option(datagram: &[u8], code: u8) -> Option<&[u8]> {
-    options(datagram).filter_map(Result::ok).find(|(c, _)| *c == code).map(|(_, d)| d)
+    options(datagram)
+        .filter_map(Result::ok)
+        .find(|(c, _)| *c == code)
+        .map(|(_, d)| d)
 }
 
 #[cfg(test)]
@@ -185,17 +199,45 @@ pub(crate) mod tests {
         let cases: Vec<(&str, Vec<u8>, Result<(), Malformed>)> = vec![
             ("valid discover", ok.clone(), Ok(())),
             ("empty", vec![], Err(Malformed::TooShort { len: 0 })),
-            ("header only", ok[..FIXED_LEN].to_vec(), Err(Malformed::TooShort { len: FIXED_LEN })),
+            (
+                "header only",
+                ok[..FIXED_LEN].to_vec(),
+                Err(Malformed::TooShort { len: FIXED_LEN }),
+            ),
             ("bad cookie", bad_cookie, Err(Malformed::BadMagicCookie)),
-            ("hlen 17", big_hlen, Err(Malformed::HardwareLenTooLong { hlen: 17 })),
+            (
+                "hlen 17",
+                big_hlen,
+                Err(Malformed::HardwareLenTooLong { hlen: 17 }),
+            ),
             ("a reply", reply, Err(Malformed::NotBootRequest { op: 2 })),
-            ("truncated option", with_opts(&[53, 1, 1, 61, 9, 1, 2]), Err(Malformed::TruncatedOption { code: 61, at: 243 })),
-            ("length byte missing", with_opts(&[53, 1, 1, 12]), Err(Malformed::TruncatedOption { code: 12, at: 243 })),
+            (
+                "truncated option",
+                with_opts(&[53, 1, 1, 61, 9, 1, 2]),
+                Err(Malformed::TruncatedOption { code: 61, at: 243 }),
+            ),
+            (
+                "length byte missing",
+                with_opts(&[53, 1, 1, 12]),
+                Err(Malformed::TruncatedOption { code: 12, at: 243 }),
+            ),
             ("no end", with_opts(&[53, 1, 1]), Err(Malformed::MissingEnd)),
             ("pad then end", with_opts(&[0, 0, 53, 1, 3, 0, 255]), Ok(())),
-            ("client id too long (concatenated)", with_opts(&long_id), Err(Malformed::ClientIdLength { len: 200 })),
-            ("client id of one byte", with_opts(&[53, 1, 1, 61, 1, 1, 255]), Err(Malformed::ClientIdLength { len: 1 })),
-            ("no message type", with_opts(&[12, 1, b'a', 255]), Err(Malformed::MessageTypeMissing)),
+            (
+                "client id too long (concatenated)",
+                with_opts(&long_id),
+                Err(Malformed::ClientIdLength { len: 200 }),
+            ),
+            (
+                "client id of one byte",
+                with_opts(&[53, 1, 1, 61, 1, 1, 255]),
+                Err(Malformed::ClientIdLength { len: 1 }),
+            ),
+            (
+                "no message type",
+                with_opts(&[12, 1, b'a', 255]),
+                Err(Malformed::MessageTypeMissing),
+            ),
         ];
         for (name, input, want) in cases {
             assert_eq!(check(&input), want, "case {name}");

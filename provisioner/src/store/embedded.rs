@@ -30,16 +30,23 @@ pub struct EmbeddedStore {
 
 fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
     match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.to_owned() },
-        other => StoreError::Open { path: path.to_owned(), source: Box::new(other) },
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
+            path: path.to_owned(),
+        },
+        other => StoreError::Open {
+            path: path.to_owned(),
+            source: Box::new(other),
+        },
     }
 }
 
 impl EmbeddedStore {
     /// Opens (creating if needed) the store in `state_dir`, as the one writer.
     pub fn open(state_dir: &Path) -> Result<EmbeddedStore, StoreError> {
-        std::fs::create_dir_all(state_dir)
-            .map_err(|source| StoreError::StateDir { path: state_dir.to_owned(), source })?;
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::StateDir {
+            path: state_dir.to_owned(),
+            source,
+        })?;
         let path = state_dir.join(STORE_FILE);
         let db = Database::builder()
             .set_concurrency_mode(ConcurrencyMode::SingleWriter)
@@ -90,7 +97,10 @@ fn load_from(db: &impl ReadableDatabase) -> Result<Loaded, StoreError> {
     }
     let fallback = tx.open_table(FALLBACK).map_err(Box::new)?;
     for row in fallback.iter().map_err(Box::new)? {
-        match row.ok().and_then(|(k, _)| <[u8; 6]>::try_from(k.value()).ok()) {
+        match row
+            .ok()
+            .and_then(|(k, _)| <[u8; 6]>::try_from(k.value()).ok())
+        {
             Some(mac) => loaded.fallback.push(MacAddr(mac)),
             None => loaded.skipped += 1,
         }
@@ -111,7 +121,9 @@ impl Store for EmbeddedStore {
             for change in changes {
                 match change {
                     Change::PutLease(l) => {
-                        leases.insert(u32::from(l.addr), encode_lease(l).as_slice()).map_err(Box::new)?;
+                        leases
+                            .insert(u32::from(l.addr), encode_lease(l).as_slice())
+                            .map_err(Box::new)?;
                     }
                     Change::DeleteLease(addr) => {
                         leases.remove(u32::from(*addr)).map_err(Box::new)?;
@@ -143,10 +155,14 @@ mod tests {
                 Change::Fallback(MacAddr([2, 0, 0, 0, 0, 9])),
             ])
             .expect("commit");
-            s.commit(&[Change::DeleteLease(lease(2).addr)]).expect("commit");
+            s.commit(&[Change::DeleteLease(lease(2).addr)])
+                .expect("commit");
             // A row no version of ours wrote.
             let tx = s.db.begin_write().expect("tx");
-            tx.open_table(LEASES).expect("t").insert(u32::from(Ipv4Addr::new(10, 0, 0, 99)), &b"\x01{nope"[..]).expect("i");
+            tx.open_table(LEASES)
+                .expect("t")
+                .insert(u32::from(Ipv4Addr::new(10, 0, 0, 99)), &b"\x01{nope"[..])
+                .expect("i");
             tx.commit().expect("c");
         }
         let s = EmbeddedStore::open(dir.path()).expect("reopen");

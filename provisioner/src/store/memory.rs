@@ -35,10 +35,12 @@ impl Store for MemoryStore {
     fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError> {
         let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if s.fail_commits {
-            return Err(StoreError::Storage(Box::new(redb::StorageError::Io(std::io::Error::new(
-                std::io::ErrorKind::StorageFull,
-                "injected: no space left on device",
-            )))));
+            return Err(StoreError::Storage(Box::new(redb::StorageError::Io(
+                std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "injected: no space left on device",
+                ),
+            ))));
         }
         for c in changes {
             match c {

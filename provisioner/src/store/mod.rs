@@ -86,7 +86,10 @@ fn from_hex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
 }
 
 pub fn encode_lease(lease: &Lease) -> Vec<u8> {
@@ -120,7 +123,16 @@ pub fn decode_lease(addr: Ipv4Addr, bytes: &[u8]) -> Option<Lease> {
     if rec.hostname.as_deref().is_some_and(|h| !valid_hostname(h)) {
         return None;
     }
-    Some(Lease { addr, key, htype: rec.htype, chaddr, hostname: rec.hostname, state: rec.state, starts: rec.starts, expires: rec.expires })
+    Some(Lease {
+        addr,
+        key,
+        htype: rec.htype,
+        chaddr,
+        hostname: rec.hostname,
+        state: rec.state,
+        starts: rec.starts,
+        expires: rec.expires,
+    })
 }
 
 #[cfg(test)]
@@ -175,7 +187,11 @@ mod tests {
             }),
         ];
         for (name, bytes) in cases {
-            assert_eq!(decode_lease(Ipv4Addr::new(10, 0, 0, 1), &bytes), None, "case {name}");
+            assert_eq!(
+                decode_lease(Ipv4Addr::new(10, 0, 0, 1), &bytes),
+                None,
+                "case {name}"
+            );
         }
     }
 }
