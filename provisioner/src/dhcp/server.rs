@@ -59,9 +59,9 @@ pub struct DhcpStats {
 }
 
 /// A reply (if any) waiting for its changes to be durable.
-struct Pending {
+struct Pending<R = (Arc<DhcpSocket>, Reply, Ipv4Addr)> {
     changes: Vec<Change>,
-    reply: Option<(Arc<DhcpSocket>, Reply, Ipv4Addr)>,
+    reply: Option<R>,
 }
 
 #[derive(Debug)]
@@ -320,7 +320,6 @@ fn send(sock: &DhcpSocket, reply: &Reply, local: Ipv4Addr, stats: &DhcpStats) {
 /// Runs on its own thread until every sender is gone.
 fn committer(mut store: Box<dyn Store>, rx: Receiver<Pending>, stats: &DhcpStats) {
     let mut batch: Vec<Pending> = Vec::new();
-    let mut changes: Vec<Change> = Vec::new();
     while let Ok(first) = rx.recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -329,26 +328,32 @@ fn committer(mut store: Box<dyn Store>, rx: Receiver<Pending>, stats: &DhcpStats
                 Err(_) => break,
             }
         }
-        changes.clear();
-        for p in &mut batch {
-            changes.append(&mut p.changes);
+        for (sock, reply, local) in commit_batch(store.as_mut(), &mut batch, stats) {
+            send(&sock, &reply, local, stats);
         }
-        match store.commit(&changes) {
-            Ok(()) => {
-                stats.commits.fetch_add(1, Ordering::Relaxed);
-                for p in batch.drain(..) {
-                    if let Some((sock, reply, local)) = p.reply {
-                        send(&sock, &reply, local, stats);
-                    }
-                }
-            }
-            Err(error) => {
-                // Nothing from this batch is acknowledged: a client never holds a lease
-                // we could forget. They retry, and we try to persist again.
-                stats.commit_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%error, requests = batch.len(), "committing leases failed; replies withheld");
-                batch.clear();
-            }
+    }
+}
+
+/// Commits every change of `batch` in one transaction and returns the replies that
+/// may now be sent: all of them on success, none on failure. Empties `batch`.
+fn commit_batch<R>(
+    store: &mut dyn Store,
+    batch: &mut Vec<Pending<R>>,
+    stats: &DhcpStats,
+) -> Vec<R> {
+    let changes: Vec<Change> = batch.iter_mut().flat_map(|p| p.changes.drain(..)).collect();
+    match store.commit(&changes) {
+        Ok(()) => {
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            batch.drain(..).filter_map(|p| p.reply).collect()
+        }
+        Err(error) => {
+            // Nothing from this batch is acknowledged: a client never holds a lease
+            // we could forget. They retry, and we try to persist again.
+            stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%error, requests = batch.len(), "committing leases failed; replies withheld");
+            batch.clear();
+            Vec::new()
         }
     }
 }
@@ -382,5 +387,49 @@ async fn reclaim_loop(
                 reply: None,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dhcp::leases::{ClientKey, Lease, LeaseState};
+    use crate::store::MemoryStore;
+
+    fn pending(n: u8, reply: Option<u32>) -> Pending<u32> {
+        let lease = Lease {
+            addr: Ipv4Addr::new(10, 0, 0, n),
+            key: ClientKey::hw(1, &[2, 0, 0, 0, 0, n]),
+            htype: 1,
+            chaddr: vec![2, 0, 0, 0, 0, n],
+            hostname: None,
+            state: LeaseState::Bound,
+            starts: 1,
+            expires: 2,
+        };
+        Pending {
+            changes: vec![Change::PutLease(lease)],
+            reply,
+        }
+    }
+
+    #[test]
+    fn replies_are_released_only_after_a_successful_commit() {
+        let store = MemoryStore::default();
+        let stats = DhcpStats::default();
+        let mut s: Box<dyn Store> = Box::new(store.clone());
+        // The disk is full: nothing is persisted, and no reply goes out.
+        store.0.lock().expect("lock").fail_commits = true;
+        let mut batch = vec![pending(1, Some(1)), pending(2, None), pending(3, Some(3))];
+        assert!(commit_batch(s.as_mut(), &mut batch, &stats).is_empty());
+        assert!(batch.is_empty());
+        assert!(store.0.lock().expect("lock").leases.is_empty());
+        assert_eq!(stats.commit_failures.load(Ordering::Relaxed), 1);
+        // Space is back: one transaction carries the batch, then every reply is released.
+        store.0.lock().expect("lock").fail_commits = false;
+        let mut batch = vec![pending(1, Some(1)), pending(2, None), pending(3, Some(3))];
+        assert_eq!(commit_batch(s.as_mut(), &mut batch, &stats), vec![1, 3]);
+        let st = store.0.lock().expect("lock");
+        assert_eq!((st.leases.len(), st.commits), (3, 1));
     }
 }

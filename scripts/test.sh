@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: lints, unit tests, then the network-namespace
+# tests with real DHCP clients and servers. Installs what it needs. Run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+need_root "the test suite"
+need_cargo
+apt_install iproute2 busybox isc-dhcp-client dnsmasq-base kea-admin python3 python3-pytest python3-scapy
+
+echo "== format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== unit and crate tests"
+cargo test --workspace --locked
+
+echo "== network-namespace tests (real clients, real sockets)"
+cargo build -p provisioner --locked
+export PROVISIONER_BIN="$PWD/target/debug/provisioner"
+cd tests/netns
+/usr/bin/python3 -m pytest -q -p no:cacheprovider
