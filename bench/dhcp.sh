@@ -8,6 +8,11 @@
 # every load step; the offered DORA rate is stepped up until drops reach 1 %, then
 # bisected. Prints a table and writes it to bench/results/dhcp-<date>.md.
 #
+# Each step also counts UDP receive-buffer overflows in both namespaces: when the
+# client's socket overflows and the server's does not, the limit found is perfdhcp's
+# (one core, default 208 KiB buffer), not the server's; the table says so.
+# Results vary run to run by up to ~30 % on a shared 2-vCPU VM.
+#
 # Needs root. Does not build anything: waits for target/release/provisioner.
 #
 # Environment knobs:
@@ -22,7 +27,7 @@ set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${PROVISIONER_BIN:-$REPO/target/release/provisioner}
 SECS=${BENCH_SECS:-5}
-RATES=${BENCH_RATES:-"1000 2000 4000 6000 8000 10000 13000 16000 20000 25000 30000"}
+RATES=${BENCH_RATES:-"1000 2000 3000 4000 5000 6000 8000 10000 13000 16000 20000 25000 30000"}
 BISECT=${BENCH_BISECT:-2}
 PIN=${BENCH_PIN:-1}
 SERVERS=${BENCH_SERVERS:-"provisioner kea dnsmasq"}
@@ -44,7 +49,7 @@ CLK_TCK=$(getconf CLK_TCK)
 WORK=$(mktemp -d /var/tmp/pvb-dhcp.XXXXXX) # real disk: the provisioner fsyncs leases
 SERVER_PID=""
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" | tee -a "$WORK/steps.log" >&2; }
 
 # ---------------------------------------------------------------- setup/teardown
 
@@ -168,33 +173,39 @@ start_server() {
     return 1
 }
 
+udp_rcvbuf_errors() { # UDP receive-buffer overflows in namespace $1 (packets dropped at a socket)
+    ip netns exec "$1" awk '/^Udp:/ { if (!h) { for (i = 2; i <= NF; i++) col[$i] = i; h = 1 }
+        else print $col["RcvbufErrors"] }' /proc/net/snmp
+}
+
 cpu_ticks() { # utime+stime of the whole process (all threads)
     awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
 
 # ---------------------------------------------------------------- one load step
 
-# run_step NAME RATE -> prints "ok|fail sent acks drop% achieved cpu%" ; logs perfdhcp output
+# run_step NAME RATE -> prints "ok|fail|error discovers acks drop% ack/s cpu% srv-rcvbuf-drops cli-rcvbuf-drops"
 run_step() {
-    local name=$1 rate=$2 logf=$WORK/$1.log out n secs t0 t1 c0 c1
+    local name=$1 rate=$2 logf=$WORK/$1.log out n secs c0 c1
     out=$WORK/perfdhcp-$name-$rate.txt
     if ! start_server "$name" "$logf"; then
-        echo "error 0 0 100 0 0"
+        echo "error 0 0 100 0 0 0 0"
         return
     fi
     n=$((rate * SECS))
     ((n > MAX_EXCHANGES)) && n=$MAX_EXCHANGES
     secs=$(((n + rate - 1) / rate)) # perfdhcp -p takes whole seconds only
     c0=$(cpu_ticks "$SERVER_PID")
-    t0=$(date +%s.%N)
+    local sb0 cb0 sb1 cb1
+    sb0=$(udp_rcvbuf_errors "$NS_SRV"); cb0=$(udp_rcvbuf_errors "$NS_CLI")
     # -n and -p both bound the run; -W waits 1 s for late replies before the report;
     # -d 1: a reply later than 1 s counts as a drop. (No -x e: perfdhcp 2.2 prints
     # "reached test-period." once per pending packet.)
     timeout $((secs + 30)) ip netns exec "$NS_CLI" $(pin_cli) perfdhcp -4 -l "$IF_CLI" \
         -r "$rate" -n "$n" -p "$secs" -R "$CLIENTS" -d 1 -W 1000000 \
         "$ADDR_SRV" >"$out" 2>&1
-    t1=$(date +%s.%N)
     c1=$(cpu_ticks "$SERVER_PID")
+    sb1=$(udp_rcvbuf_errors "$NS_SRV"); cb1=$(udp_rcvbuf_errors "$NS_CLI")
     kill -0 "$SERVER_PID" 2>/dev/null || echo "ERROR: server exited during run" >>"$logf"
     stop_server
     # Sanity: the server namespace must not have tried to reach anything but the client.
@@ -205,38 +216,40 @@ run_step() {
     # perfdhcp report: "sent packets: N" / "received packets: N" per exchange type,
     # DISCOVER-OFFER first, then REQUEST-ACK.
     awk -v rate="$rate" -v secs="$secs" -v n="$n" -v dc="$((c1 - c0))" -v hz="$CLK_TCK" \
-        -v wall="$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" -v maxd="$MAX_DROP_PCT" '
+        -v sbuf="$((sb1 - sb0))" -v cbuf="$((cb1 - cb0))" -v maxd="$MAX_DROP_PCT" '
         /sent packets:/     { s[++i] = $3 }
         /received packets:/ { r[++j] = $3 }
         END {
             disc = s[1] + 0; ack = r[2] + 0
-            if (disc == 0) { print "error 0 0 100 0 0"; exit }
+            if (disc == 0) { print "error 0 0 100 0 0 0 0"; exit }
             drop = 100 * (disc - ack) / disc
             # exchanges the client actually started per second of the load period
             achieved = ack / (disc / rate)
             # server CPU over the load period (the 1 s exit wait is mostly idle)
             cpu = 100 * dc / hz / (disc / rate)
             verdict = (drop < maxd && disc >= 0.95 * n) ? "ok" : "fail"
-            printf "%s %d %d %.2f %.0f %.0f\n", verdict, disc, ack, drop, achieved, cpu
+            printf "%s %d %d %.2f %.0f %.0f %d %d\n", verdict, disc, ack, drop, achieved, cpu, sbuf, cbuf
         }' "$out"
 }
 
 # ---------------------------------------------------------------- search per server
 
-declare -A BEST BEST_CPU NOTE
+declare -A BEST BEST_CPU NOTE FAILINFO
 # step NAME RATE: one load step, retried once if it fails (one bad step should not
 # cap the result). Sets res verdict sent acks drop ach cpu in the caller.
 step() {
     local try
     for try in 1 2; do
         res=$(run_step "$1" "$2")
-        read -r verdict sent acks drop ach cpu <<<"$res"
-        log "$1 rate=$2 sent=$sent acks=$acks drops=$drop% ack/s=$ach cpu=$cpu% -> $verdict"
+        read -r verdict sent acks drop ach cpu sbuf cbuf <<<"$res"
+        log "$1 rate=$2 discovers=$sent acks=$acks drops=$drop% ack/s=$ach cpu=$cpu%" \
+            "rcvbuf-overflows(srv/cli)=$sbuf/$cbuf -> $verdict"
         [[ $verdict == fail ]] || return 0
     done
+    FAILINFO[$1,$2]="$sbuf $cbuf"
 }
 bench_server() {
-    local name=$1 res verdict sent acks drop ach cpu lo=0 hi=0 lo_res="" r mid
+    local name=$1 res verdict sent acks drop ach cpu sbuf cbuf lo=0 hi=0 lo_res="" r mid
     local logf=$WORK/$name.log
     : >"$logf"
     log "== $name"
@@ -275,8 +288,16 @@ bench_server() {
     else
         NOTE[$name]="passed the highest step tried (raise BENCH_RATES)"
     fi
-    read -r verdict sent acks drop ach cpu <<<"$lo_res"
+    read -r verdict sent acks drop ach cpu sbuf cbuf <<<"$lo_res"
     BEST[$name]=$lo
+    # Who dropped at the first failing rate: the server's socket or perfdhcp's?
+    if ((hi > 0)) && [[ -n ${FAILINFO[$name,$hi]:-} ]]; then
+        local fs fc
+        read -r fs fc <<<"${FAILINFO[$name,$hi]}"
+        if ((fc > fs)); then
+            NOTE[$name]="${NOTE[$name]:+${NOTE[$name]}; }client-limited: at $hi/s perfdhcp's socket overflowed ($fc) and the server's did not ($fs), so this is a lower bound"
+        fi
+    fi
     BEST_CPU[$name]=$cpu
     # Kea logs DHCP4_MULTI_THREADING_INFO at WARN on every start; not a problem.
     local bad
@@ -301,6 +322,7 @@ if [[ " $SERVERS " == *" provisioner "* && ! -x $BIN ]]; then
     for _ in $(seq 45); do [[ -x $BIN ]] && break; sleep 20; done
 fi
 
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 setup_net
 write_configs
 
@@ -322,7 +344,9 @@ kea_best=${BEST[kea]:-0}
         "kea-dhcp4 $(kea-dhcp4 -V 2>/dev/null | head -n1); $(dnsmasq --version | head -n1 | awk '{print $1, $3}')."
     echo "Relayed traffic over a veth pair; ${SECS}s steps (max $MAX_EXCHANGES exchanges), fresh lease state per step;" \
         "pass = drops < ${MAX_DROP_PCT}% (DISCOVERs sent vs ACKs received, 1 s timeout)."
-    [[ $PIN == 1 ]] && echo "Server pinned to CPU 1, perfdhcp to CPU 0. CPU % = server utime+stime during the best step / its load period, % of one core."
+    [[ $PIN == 1 ]] && echo "Server pinned to CPU 1, perfdhcp to CPU 0 (BENCH_PIN=0 to disable)."
+    echo "CPU % = server utime+stime during the best step / its load period, % of one core." \
+        "Load average at start: $LOAD0."
     echo
     echo "| server | max DORA/s (<${MAX_DROP_PCT}% drops) | server CPU % | vs Kea | notes |"
     echo "|---|---:|---:|---:|---|"
@@ -335,6 +359,13 @@ kea_best=${BEST[kea]:-0}
             echo "| $s | - | - | - | ${NOTE[$s]:-not run} |"
         fi
     done
+    echo
+    echo "<details><summary>steps</summary>"
+    echo
+    echo '```'
+    grep -E 'rate=|==' "$WORK/steps.log"
+    echo '```'
+    echo "</details>"
 } >"$result"
 echo
 cat "$result"

@@ -58,6 +58,21 @@ pub struct DhcpStats {
     pub queue_full: AtomicU64,
 }
 
+/// A hardware address as `aa:bb:..` for the `mac` log field, formatted only when logged.
+struct HwAddr<'a>(&'a [u8]);
+
+impl std::fmt::Display for HwAddr<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
 /// A reply (if any) waiting for its changes to be durable.
 struct Pending<R = (Arc<DhcpSocket>, Reply, Ipv4Addr)> {
     changes: Vec<Change>,
@@ -279,7 +294,7 @@ fn handle(
         decide::decide(&msg, datagram, &arrival, &policy, &mut st, now_secs())
     };
     let xid = msg.xid();
-    let mac = crate::dhcp::leases::ClientKey::hw(u8::from(msg.htype()), msg.chaddr());
+    let mac = HwAddr(msg.chaddr());
     let reply = match verdict {
         Ok(reply) => {
             tracing::debug!(mac = %mac, xid, %peer, kind = ?reply.kind, yiaddr = %reply.yiaddr, dest = ?reply.dest, firmware = ?reply.firmware, "reply");
