@@ -256,10 +256,9 @@ fn auto(
 // ---------------------------------------------------------------- proxy
 
 fn proxy(req: &Req<'_>, arrival: &Arrival, policy: &Policy<'_>) -> Outcome {
-    let firmware = match req.class {
-        BootClass::Boot(f) => f,
-        BootClass::UnsupportedArch(a) => return Outcome::ignore(Ignore::UnsupportedArch(a)),
-        BootClass::Plain => return Outcome::ignore(Ignore::NotBootClient),
+    let firmware = match boot_firmware(req.class, Ignore::NotBootClient) {
+        Ok(f) => f,
+        Err(why) => return Outcome::ignore(why),
     };
     if req.kind != MessageType::Discover {
         // REQUESTs on 67 belong to the address-serving DHCP server; ours come on 4011.
@@ -285,6 +284,15 @@ fn proxy(req: &Req<'_>, arrival: &Arrival, policy: &Policy<'_>) -> Outcome {
     )
 }
 
+/// The firmware of a network-boot client, or why a proxy does not answer it.
+fn boot_firmware(class: BootClass, plain: Ignore) -> Result<Firmware, Ignore> {
+    match class {
+        BootClass::Boot(f) => Ok(f),
+        BootClass::UnsupportedArch(a) => Err(Ignore::UnsupportedArch(a)),
+        BootClass::Plain => Err(plain),
+    }
+}
+
 /// Port 4011: a PXE client that took our ProxyDHCP offer asks the boot server
 /// for its boot file (PXE 2.1 §2.2.6). Reply to where it came from.
 fn boot_server(
@@ -293,10 +301,9 @@ fn boot_server(
     policy: &Policy<'_>,
     state: &mut State,
 ) -> Outcome {
-    let firmware = match req.class {
-        BootClass::Boot(f) => f,
-        BootClass::UnsupportedArch(a) => return Outcome::ignore(Ignore::UnsupportedArch(a)),
-        BootClass::Plain => return Outcome::ignore(Ignore::BootServerNotPxe),
+    let firmware = match boot_firmware(req.class, Ignore::BootServerNotPxe) {
+        Ok(f) => f,
+        Err(why) => return Outcome::ignore(why),
     };
     if !matches!(req.kind, MessageType::Request | MessageType::Inform) {
         return Outcome::ignore(Ignore::UnsupportedMessageType(u8::from(req.kind)));
