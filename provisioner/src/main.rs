@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use provisioner::app::App;
 use provisioner::config::Config;
 use provisioner::dhcp::leases::LeaseState;
-use provisioner::store::load_read_only;
+use provisioner::store::{EmbeddedStore, Loaded, Store, StoreError, load_read_only};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -112,9 +112,22 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     })
 }
 
+/// Reads the store beside a running hub; with no hub running, a store left by a
+/// crash needs recovery, which only a writer may do, so open it as one.
+fn load_leases(state_dir: &std::path::Path) -> Result<Loaded, StoreError> {
+    match load_read_only(state_dir) {
+        Ok(loaded) => Ok(loaded),
+        Err(read_only) => match EmbeddedStore::open(state_dir) {
+            Ok(store) => store.load(),
+            Err(StoreError::Locked { .. }) => Err(read_only),
+            Err(e) => Err(e),
+        },
+    }
+}
+
 fn list_leases(path: &std::path::Path, json: bool) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    let mut leases = load_read_only(&config.state_dir)
+    let mut leases = load_leases(&config.state_dir)
         .with_context(|| format!("reading leases in {:?}", config.state_dir))?
         .leases;
     leases.sort_by_key(|l| l.addr);

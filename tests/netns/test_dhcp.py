@@ -82,6 +82,7 @@ def test_udhcpc_gets_renews_and_keeps_lease_across_restart(lab, make_hub, tmp_pa
 
     # kill -9 the hub, start it again: the lease is still there, and a renew is ACKed.
     hub.kill(signal.SIGKILL)
+    assert [x["address"] for x in hub.leases()] == [ip], "leases list reads a store left by a crash"
     hub.start()
     assert [x["address"] for x in hub.leases()] == [ip]
     before = len(events(log))
