@@ -5,3 +5,4 @@ pub mod boot;
 pub mod config;
 pub mod dhcp;
 pub mod store;
+pub mod tftp;

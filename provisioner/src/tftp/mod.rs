@@ -1,0 +1,6 @@
+//! TFTP, read-only, for the small first-stage boot files: a pure core (`packet`,
+//! `session`) and a socket shell (`server`). Serves exactly the files the
+//! boot-assets manifest lists, by exact name; nothing else is reachable.
+
+pub mod packet;
+pub mod session;
