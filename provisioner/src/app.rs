@@ -1,12 +1,19 @@
-//! Assembles the hub: `App::build` opens the store and binds every socket (so a
-//! port in use fails before anything is served); `App::run` runs all services
-//! under one cancellation token until a signal or the first service stops.
+//! Assembles the hub: `App::build` loads the boot assets, opens the store and
+//! binds every socket (so a port in use fails before anything is served);
+//! `App::run` runs all services in one `JoinSet` under one cancellation token:
+//! the first service to stop stops the rest.
 
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::assets::{AssetError, Assets, EMBEDDED_MANIFEST, parse_manifest};
+use crate::boot::{BOOT_SCRIPT_PATH, BootTarget};
 use crate::config::Config;
 use crate::dhcp::server::{DhcpError, DhcpServer};
 use crate::store::{EmbeddedStore, Store, StoreError};
+use crate::tftp::server::{TftpError, TftpServer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -14,27 +21,87 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Dhcp(#[from] DhcpError),
+    #[error(transparent)]
+    Tftp(#[from] TftpError),
+    #[error(transparent)]
+    Assets(#[from] AssetError),
 }
 
 #[derive(Debug)]
 pub struct App {
     dhcp: DhcpServer,
+    tftp: Option<TftpServer>,
     store: EmbeddedStore,
+}
+
+/// Loads the manifest (embedded or configured) and verifies the assets it lists.
+pub fn load_assets(config: &Config) -> Result<Assets, AppError> {
+    let text = match &config.manifest {
+        None => EMBEDDED_MANIFEST.to_owned(),
+        Some(path) => std::fs::read_to_string(path).map_err(|source| AssetError::ReadManifest {
+            path: path.clone(),
+            source,
+        })?,
+    };
+    let (assets, unavailable) = Assets::load(parse_manifest(&text)?, &config.assets_dir);
+    for (name, why) in &unavailable {
+        tracing::warn!(asset = %name, reason = ?why, dir = ?config.assets_dir, "boot asset not served");
+    }
+    tracing::info!(
+        served = assets.len(),
+        unavailable = unavailable.len(),
+        "boot assets verified"
+    );
+    Ok(assets)
 }
 
 impl App {
     pub fn build(config: &Config) -> Result<App, AppError> {
+        let assets = Arc::new(load_assets(config)?);
+        let mut boot = config.boot.clone();
+        // Advertise only what is served. The iPXE script is rendered by the HTTP service.
+        boot.restrict(|target| match target {
+            BootTarget::Tftp(name) => config.tftp.enabled && assets.has_tftp(name),
+            BootTarget::Http(path) => *path == BOOT_SCRIPT_PATH || assets.has_http(path),
+        });
         let store = EmbeddedStore::open(&config.state_dir)?;
         tracing::info!(path = ?store.path(), "store open");
-        let dhcp = DhcpServer::build(&config.dhcp, &config.boot, &store)?;
-        Ok(App { dhcp, store })
+        let dhcp = DhcpServer::build(&config.dhcp, &boot, &store)?;
+        let tftp = if config.tftp.enabled {
+            let server = TftpServer::bind(
+                config.tftp.listen,
+                assets,
+                config.tftp.admission,
+                config.tftp.limits,
+            )?;
+            tracing::info!(listen = %config.tftp.listen, "TFTP listening");
+            Some(server)
+        } else {
+            None
+        };
+        Ok(App { dhcp, tftp, store })
     }
 
     /// Runs until `cancel` fires or a service fails.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), AppError> {
+        let mut services: JoinSet<Result<(), AppError>> = JoinSet::new();
         let store: Box<dyn Store> = Box::new(self.store);
-        let result = self.dhcp.run(store, cancel.clone()).await;
-        cancel.cancel();
-        result.map_err(AppError::from)
+        let c = cancel.clone();
+        services.spawn(async move { self.dhcp.run(store, c).await.map_err(AppError::from) });
+        if let Some(tftp) = self.tftp {
+            let c = cancel.clone();
+            services.spawn(async move { tftp.run(c).await.map_err(AppError::from) });
+        }
+        let mut result = Ok(());
+        while let Some(joined) = services.join_next().await {
+            // The first service to stop, for whatever reason, stops the others.
+            cancel.cancel();
+            match joined {
+                Ok(Err(e)) if result.is_ok() => result = Err(e),
+                Err(e) if e.is_panic() => tracing::error!(error = %e, "a service panicked"),
+                _ => {}
+            }
+        }
+        result
     }
 }

@@ -63,6 +63,8 @@ pub enum BootTarget {
 pub struct BootTable {
     http_port: u16,
     uefi_x64: UefiX64Loader,
+    /// Firmware whose first stage is not served (its asset is missing): never advertised.
+    unserved: Vec<Firmware>,
 }
 
 /// TFTP/HTTP names of the first-stage files.
@@ -78,6 +80,7 @@ impl BootTable {
         BootTable {
             http_port,
             uefi_x64,
+            unserved: Vec::new(),
         }
     }
 
@@ -85,7 +88,20 @@ impl BootTable {
         self.http_port
     }
 
-    pub fn target(&self, firmware: Firmware) -> BootTarget {
+    /// What `firmware` is told to fetch, or `None` when that file is not served.
+    pub fn target(&self, firmware: Firmware) -> Option<BootTarget> {
+        (!self.unserved.contains(&firmware)).then(|| self.entry(firmware))
+    }
+
+    /// Stops advertising every target for which `served` is false.
+    pub fn restrict(&mut self, served: impl Fn(&BootTarget) -> bool) {
+        self.unserved = ALL_FIRMWARE
+            .into_iter()
+            .filter(|&f| !served(&self.entry(f)))
+            .collect();
+    }
+
+    fn entry(&self, firmware: Firmware) -> BootTarget {
         match firmware {
             Firmware::BiosX86 => BootTarget::Tftp(UNDIONLY_KPXE),
             Firmware::UefiX64 => BootTarget::Tftp(self.uefi_x64_file()),
@@ -110,16 +126,18 @@ impl BootTable {
 
     /// Every file the DHCP side can advertise, for the serving side to check against.
     pub fn advertised(&self) -> Vec<(Firmware, BootTarget)> {
-        [
-            Firmware::BiosX86,
-            Firmware::UefiX64,
-            Firmware::UefiArm64,
-            Firmware::HttpUefiX64,
-            Firmware::HttpUefiArm64,
-            Firmware::Ipxe,
-        ]
-        .into_iter()
-        .map(|f| (f, self.target(f)))
-        .collect()
+        ALL_FIRMWARE
+            .into_iter()
+            .filter_map(|f| self.target(f).map(|t| (f, t)))
+            .collect()
     }
 }
+
+pub const ALL_FIRMWARE: [Firmware; 6] = [
+    Firmware::BiosX86,
+    Firmware::UefiX64,
+    Firmware::UefiArm64,
+    Firmware::HttpUefiX64,
+    Firmware::HttpUefiArm64,
+    Firmware::Ipxe,
+];

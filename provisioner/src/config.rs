@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -93,6 +93,8 @@ pub struct RawConfig {
     pub dhcp: RawDhcp,
     #[serde(default)]
     pub boot: RawBoot,
+    #[serde(default)]
+    pub tftp: RawTftp,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -239,6 +241,10 @@ pub struct RawBoot {
     /// Which iPXE build UEFI x64 firmware gets over TFTP.
     #[serde(default)]
     pub uefi_x64: UefiX64Loader,
+    /// Directory holding the boot assets (default: `<state_dir>/assets`).
+    pub assets_dir: Option<PathBuf>,
+    /// A manifest to use instead of the one built into the binary.
+    pub manifest: Option<PathBuf>,
 }
 
 impl Default for RawBoot {
@@ -246,8 +252,84 @@ impl Default for RawBoot {
         RawBoot {
             http_port: default_http_port(),
             uefi_x64: UefiX64Loader::default(),
+            assets_dir: None,
+            manifest: None,
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTftp {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_tftp_listen")]
+    pub listen: SocketAddrV4,
+    #[serde(default = "default_max_transfers")]
+    pub max_transfers: usize,
+    #[serde(default = "default_max_per_client")]
+    pub max_per_client: usize,
+    #[serde(default = "default_requests_per_sec")]
+    pub requests_per_sec: u32,
+    #[serde(default = "default_max_blksize")]
+    pub max_blksize: u16,
+    #[serde(default = "default_max_window")]
+    pub max_window: u16,
+    /// Retransmission timeout when the client does not ask for one (RFC 2349).
+    #[serde(default = "default_tftp_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_tftp_retries")]
+    pub retries: u32,
+    #[serde(default = "default_transfer_timeout")]
+    pub transfer_timeout_secs: u64,
+}
+
+impl Default for RawTftp {
+    fn default() -> Self {
+        RawTftp {
+            enabled: true,
+            listen: default_tftp_listen(),
+            max_transfers: default_max_transfers(),
+            max_per_client: default_max_per_client(),
+            requests_per_sec: default_requests_per_sec(),
+            max_blksize: default_max_blksize(),
+            max_window: default_max_window(),
+            timeout_ms: default_tftp_timeout_ms(),
+            retries: default_tftp_retries(),
+            transfer_timeout_secs: default_transfer_timeout(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_tftp_listen() -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 69)
+}
+fn default_max_transfers() -> usize {
+    1024
+}
+fn default_max_per_client() -> usize {
+    16
+}
+fn default_requests_per_sec() -> u32 {
+    50
+}
+fn default_max_blksize() -> u16 {
+    crate::tftp::packet::MAX_BLKSIZE
+}
+fn default_max_window() -> u16 {
+    64
+}
+fn default_tftp_timeout_ms() -> u64 {
+    1000
+}
+fn default_tftp_retries() -> u32 {
+    5
+}
+fn default_transfer_timeout() -> u64 {
+    600
 }
 
 fn default_http_port() -> u16 {
@@ -262,6 +344,18 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub dhcp: DhcpConfig,
     pub boot: BootTable,
+    pub assets_dir: PathBuf,
+    /// `None`: the manifest built into the binary.
+    pub manifest: Option<PathBuf>,
+    pub tftp: TftpConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct TftpConfig {
+    pub enabled: bool,
+    pub listen: SocketAddrV4,
+    pub admission: crate::tftp::server::Admission,
+    pub limits: crate::tftp::session::Limits,
 }
 
 #[derive(Debug, Clone)]
@@ -390,12 +484,59 @@ impl TryFrom<RawConfig> for Config {
             return Err(invalid("boot.http_port must not be 0"));
         }
         let boot = BootTable::new(raw.boot.http_port, raw.boot.uefi_x64);
+        let tftp = validate_tftp(raw.tftp)?;
+        let assets_dir = raw
+            .boot
+            .assets_dir
+            .unwrap_or_else(|| raw.state_dir.join("assets"));
         Ok(Config {
             state_dir: raw.state_dir,
             dhcp,
             boot,
+            assets_dir,
+            manifest: raw.boot.manifest,
+            tftp,
         })
     }
+}
+
+fn validate_tftp(t: RawTftp) -> Result<TftpConfig, ConfigError> {
+    use crate::tftp::packet::{MAX_BLKSIZE, MIN_BLKSIZE};
+    if t.max_transfers == 0 || t.max_per_client == 0 || t.requests_per_sec == 0 {
+        return Err(invalid(
+            "tftp.max_transfers, max_per_client and requests_per_sec must be > 0",
+        ));
+    }
+    if !(MIN_BLKSIZE..=MAX_BLKSIZE).contains(&t.max_blksize) {
+        return Err(invalid(
+            "tftp.max_blksize must be within 8..=65464 (RFC 2348)",
+        ));
+    }
+    // Above 32768 a window could not tell two u16 block numbers apart.
+    if t.max_window == 0 || t.max_window > 32768 {
+        return Err(invalid("tftp.max_window must be within 1..=32768"));
+    }
+    if t.timeout_ms == 0 || t.transfer_timeout_secs == 0 {
+        return Err(invalid(
+            "tftp.timeout_ms and tftp.transfer_timeout_secs must be > 0",
+        ));
+    }
+    Ok(TftpConfig {
+        enabled: t.enabled,
+        listen: t.listen,
+        admission: crate::tftp::server::Admission {
+            max_transfers: t.max_transfers,
+            max_per_client: t.max_per_client,
+            requests_per_sec: t.requests_per_sec,
+        },
+        limits: crate::tftp::session::Limits {
+            max_blksize: t.max_blksize,
+            max_window: t.max_window,
+            default_timeout: std::time::Duration::from_millis(t.timeout_ms),
+            max_retries: t.retries,
+            transfer_timeout: std::time::Duration::from_secs(t.transfer_timeout_secs),
+        },
+    })
 }
 
 fn validate_dhcp(raw: RawDhcp) -> Result<DhcpConfig, ConfigError> {

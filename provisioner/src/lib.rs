@@ -1,8 +1,10 @@
 //! The provisioning hub as a library: everything `main.rs` assembles.
 
 pub mod app;
+pub mod assets;
 pub mod boot;
 pub mod config;
 pub mod dhcp;
 pub mod store;
 pub mod tftp;
+pub mod udp;

@@ -115,6 +115,8 @@ pub enum Ignore {
     BootServerNotPxe,
     /// DECLINE and RELEASE are answered with silence.
     NoReplyExpected,
+    /// A proxy has nothing to say to firmware whose first stage is not served.
+    NoBootFile(Firmware),
 }
 
 /// What the shell persists before it sends the reply.
@@ -266,7 +268,9 @@ fn proxy(req: &Req<'_>, arrival: &Arrival, policy: &Policy<'_>) -> Outcome {
     }
     let mut reply = base_reply(req.msg, MessageType::Offer, arrival.local);
     reply.set_yiaddr(Ipv4Addr::UNSPECIFIED);
-    add_boot(&mut reply, req, firmware, arrival.local, policy.boot, true);
+    if !add_boot(&mut reply, req, firmware, arrival.local, policy.boot, true) {
+        return Outcome::ignore(Ignore::NoBootFile(firmware));
+    }
     let dest = if !req.msg.giaddr().is_unspecified() {
         Dest::Unicast(SocketAddrV4::new(req.msg.giaddr(), SERVER_PORT))
     } else if !req.msg.ciaddr().is_unspecified() {
@@ -314,7 +318,9 @@ fn boot_server(
     }
     let mut reply = base_reply(req.msg, MessageType::Ack, arrival.local);
     reply.set_ciaddr(req.msg.ciaddr());
-    add_boot(&mut reply, req, firmware, arrival.local, policy.boot, true);
+    if !add_boot(&mut reply, req, firmware, arrival.local, policy.boot, true) {
+        return Outcome::ignore(Ignore::NoBootFile(firmware));
+    }
     let dest = if arrival.src.ip().is_unspecified() {
         Dest::Broadcast
     } else {
@@ -419,10 +425,10 @@ fn discover(
     let mut reply = base_reply(req.msg, MessageType::Offer, arrival.local);
     reply.set_yiaddr(addr);
     add_lease_options(&mut reply, subnet, true, hostname_for(req, subnet, addr));
-    let firmware = req.class.firmware();
-    if let Some(f) = firmware {
-        add_boot(&mut reply, req, f, arrival.local, policy.boot, false);
-    }
+    let firmware = req
+        .class
+        .firmware()
+        .filter(|&f| add_boot(&mut reply, req, f, arrival.local, policy.boot, false));
     let dest = reply_dest(req.msg, addr, mac);
     finish(req, reply, MessageType::Offer, dest, firmware, Vec::new())
 }
@@ -525,10 +531,10 @@ fn bind_or_nak(
     reply.set_yiaddr(addr);
     reply.set_ciaddr(req.msg.ciaddr());
     add_lease_options(&mut reply, subnet, true, lease.hostname.clone());
-    let firmware = req.class.firmware();
-    if let Some(f) = firmware {
-        add_boot(&mut reply, req, f, arrival.local, policy.boot, false);
-    }
+    let firmware = req
+        .class
+        .firmware()
+        .filter(|&f| add_boot(&mut reply, req, f, arrival.local, policy.boot, false));
     let dest = reply_dest(req.msg, addr, req.mac);
     finish(
         req,
@@ -634,10 +640,10 @@ fn inform(req: &Req<'_>, arrival: &Arrival, policy: &Policy<'_>) -> Outcome {
     reply.set_ciaddr(ciaddr);
     // RFC 2131 §4.3.5: no lease time, no yiaddr.
     add_lease_options(&mut reply, subnet, false, None);
-    let firmware = req.class.firmware();
-    if let Some(f) = firmware {
-        add_boot(&mut reply, req, f, arrival.local, policy.boot, false);
-    }
+    let firmware = req
+        .class
+        .firmware()
+        .filter(|&f| add_boot(&mut reply, req, f, arrival.local, policy.boot, false));
     let dest = if !req.msg.giaddr().is_unspecified() {
         Dest::Unicast(SocketAddrV4::new(req.msg.giaddr(), SERVER_PORT))
     } else if !anchor.is_unspecified() {
@@ -743,7 +749,8 @@ fn add_lease_options(m: &mut Message, subnet: &Subnet, with_times: bool, hostnam
 }
 
 /// Boot information for a network-boot client. `proxy` adds what ProxyDHCP needs
-/// (PXE spec §2.2.5): vendor class and PXE vendor options.
+/// (PXE spec §2.2.5): vendor class and PXE vendor options. Returns false, adding
+/// nothing, when that firmware's file is not served.
 fn add_boot(
     m: &mut Message,
     req: &Req<'_>,
@@ -751,14 +758,15 @@ fn add_boot(
     server: Ipv4Addr,
     boot: &BootTable,
     proxy: bool,
-) {
+) -> bool {
     let http_client = classify::is_http_client(req.msg);
     let file = match boot.target(firmware) {
-        BootTarget::Tftp(name) => {
+        Some(BootTarget::Tftp(name)) => {
             m.set_siaddr(server);
             name.to_string()
         }
-        BootTarget::Http(path) => boot.url(server, path),
+        Some(BootTarget::Http(path)) => boot.url(server, path),
+        None => return false,
     };
     // The `file` field holds 128 bytes including the terminating NUL (RFC 2131 §2);
     // a longer name goes in option 67 only. (dhcproto panics past 128.)
@@ -805,6 +813,7 @@ fn add_boot(
             vec![IPXE_NO_PXEDHCP, 1, 1],
         )));
     }
+    true
 }
 
 /// Options dropped first, in order, when a reply is over the client's size limit.

@@ -986,3 +986,50 @@ fn unvalidated_hostnames_are_not_stored() {
     }
     let _ = ClientKey::hw(1, &mac(1));
 }
+
+#[test]
+fn unserved_boot_files_are_never_advertised() {
+    let mut c = config(DhcpMode::Proxy, LeaseKey::ClientId);
+    // As on Debian 12: no arm64 iPXE asset.
+    c.boot
+        .restrict(|t| !matches!(t, crate::boot::BootTarget::Tftp("ipxe-arm64.efi")));
+    let mut st = State::default();
+    let out = run(
+        &c,
+        &mut st,
+        &with(req(MessageType::Discover, 1), pxe(11)),
+        arrival_bcast(),
+        NOW,
+    );
+    assert_eq!(
+        out.verdict.err(),
+        Some(Ignore::NoBootFile(Firmware::UefiArm64))
+    );
+    let out = run(
+        &c,
+        &mut st,
+        &with(req(MessageType::Discover, 1), pxe(7)),
+        arrival_bcast(),
+        NOW,
+    );
+    assert!(out.verdict.is_ok(), "x64 is still served");
+    // In full mode the client still gets an address, without a boot file.
+    c.dhcp.mode = DhcpMode::Full;
+    let out = run(
+        &c,
+        &mut st,
+        &with(req(MessageType::Discover, 1), pxe(11)),
+        arrival_bcast(),
+        NOW,
+    );
+    let (offer, _) = reply(&out);
+    assert_eq!(offer.yiaddr(), Ipv4Addr::new(10, 0, 0, 100));
+    assert_eq!(file(&offer), None);
+    assert_eq!(out.verdict.as_ref().map(|r| r.firmware).ok(), Some(None));
+    assert!(
+        !c.boot
+            .advertised()
+            .iter()
+            .any(|(f, _)| *f == Firmware::UefiArm64)
+    );
+}

@@ -12,10 +12,11 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, RawFd};
 
 use ipnet::Ipv4Net;
-use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, sockopt};
+use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrIn};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::decide::{CLIENT_PORT, Dest, ServicePort};
+pub use crate::udp::RecvInfo;
 
 /// A network interface we serve on.
 #[derive(Debug, Clone)]
@@ -80,18 +81,6 @@ pub fn lookup_iface(name: &str) -> Result<Iface, SocketError> {
     })
 }
 
-/// What packet info told us about a received datagram.
-#[derive(Debug, Clone, Copy)]
-pub struct RecvInfo {
-    pub len: usize,
-    pub src: SocketAddrV4,
-    pub ifindex: u32,
-    /// Destination address of the datagram.
-    pub dst: Ipv4Addr,
-    /// The local address the kernel would answer from on that interface.
-    pub local: Ipv4Addr,
-}
-
 #[derive(Debug)]
 pub struct DhcpSocket {
     sock: tokio::net::UdpSocket,
@@ -141,8 +130,7 @@ impl DhcpSocket {
         sock.set_reuse_address(true).map_err(err)?;
         sock.set_broadcast(true).map_err(err)?;
         sock.bind_device(Some(iface.name.as_bytes())).map_err(err)?;
-        nix::sys::socket::setsockopt(&sock, sockopt::Ipv4PacketInfo, &true)
-            .map_err(|e| err(e.into()))?;
+        crate::udp::enable_packet_info(&sock).map_err(err)?;
         // Boot storms arrive in bursts; a larger buffer absorbs them. SO_RCVBUFFORCE
         // (we run privileged) is not capped by net.core.rmem_max (208 KiB on stock hosts).
         force_buffer(&sock, libc::SO_RCVBUFFORCE, SOCKET_BUFFER)
@@ -158,56 +146,13 @@ impl DhcpSocket {
         Ok(DhcpSocket { sock, iface, port })
     }
 
-    /// Waits for a datagram, then receives it with its packet info.
-    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<RecvInfo> {
-        loop {
-            self.sock.readable().await?;
-            match self
-                .sock
-                .try_io(tokio::io::Interest::READABLE, || self.recv_now(buf))
-            {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                other => return other,
-            }
-        }
-    }
-
-    pub fn raw_fd(&self) -> RawFd {
+    fn raw_fd(&self) -> RawFd {
         self.sock.as_raw_fd()
     }
 
-    /// One non-blocking receive; `WouldBlock` when nothing is queued.
-    fn recv_now(&self, buf: &mut [u8]) -> io::Result<RecvInfo> {
-        let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
-        let mut iov = [io::IoSliceMut::new(buf)];
-        let msg = nix::sys::socket::recvmsg::<SockaddrIn>(
-            self.raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::empty(),
-        )
-        .map_err(io::Error::from)?;
-        let src = msg
-            .address
-            .map(|a| SocketAddrV4::new(a.ip(), a.port()))
-            .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
-        let mut info = RecvInfo {
-            len: msg.bytes,
-            src,
-            ifindex: 0,
-            dst: Ipv4Addr::UNSPECIFIED,
-            local: Ipv4Addr::UNSPECIFIED,
-        };
-        if let Ok(cmsgs) = msg.cmsgs() {
-            for c in cmsgs {
-                if let ControlMessageOwned::Ipv4PacketInfo(pi) = c {
-                    info.ifindex = u32::try_from(pi.ipi_ifindex).unwrap_or(0);
-                    info.dst = Ipv4Addr::from(u32::from_be(pi.ipi_addr.s_addr));
-                    info.local = Ipv4Addr::from(u32::from_be(pi.ipi_spec_dst.s_addr));
-                }
-            }
-        }
-        Ok(info)
+    /// Waits for a datagram, then receives it with its packet info.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<RecvInfo> {
+        crate::udp::recv_with_info(&self.sock, buf).await
     }
 
     /// Sends a reply from `local` out of this socket's interface.

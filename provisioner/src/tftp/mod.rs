@@ -3,4 +3,5 @@
 //! boot-assets manifest lists, by exact name; nothing else is reachable.
 
 pub mod packet;
+pub mod server;
 pub mod session;

@@ -1,4 +1,5 @@
-"""Network-namespace lab for integration tests.
+"""System tests: the hub binary with real clients, over loopback or in a
+network-namespace lab.
 
 Every host is a namespace `pvt<id>-<name>` with one `eth0`, plugged into a bridge
 in a switch namespace. Only private 10.77/16 and 10.88/16 addresses are used, and
@@ -88,19 +89,43 @@ def lab():
         lab.teardown()
 
 
+FIRST_STAGE = ["undionly.kpxe", "ipxe.efi", "snponly.efi", "ipxe-arm64.efi"]
+
+
+def write_assets(tmp, files):
+    """Writes `files` ({name: bytes}) and a manifest listing them; returns the [boot] lines."""
+    import hashlib
+
+    assets = Path(tmp) / "assets"
+    assets.mkdir(exist_ok=True)
+    manifest = ""
+    for name, data in files.items():
+        (assets / name).write_bytes(data)
+        manifest += (
+            f'[[asset]]\nname = "{name}"\nkind = "test"\narch = "x86_64"\nfirmware = "any"\n'
+            f'sha256 = "{hashlib.sha256(data).hexdigest()}"\nsize = {len(data)}\nsource = "test"\n'
+            f'tftp = "{name}"\nhttp = "/boot/{name}"\n'
+        )
+    (Path(tmp) / "manifest.toml").write_text(manifest)
+    return f'[boot]\nassets_dir = "{assets}"\nmanifest = "{tmp}/manifest.toml"\n'
+
+
 class Hub:
-    """A `provisioner serve` process in a lab namespace."""
+    """A `provisioner serve` process in a lab namespace. Unless the config has its own
+    [boot] section, it serves stand-in first-stage files under the real names."""
 
     def __init__(self, lab, ns, tmp, config_body):
         self.lab, self.ns, self.tmp = lab, ns, Path(tmp)
         self.state = self.tmp / "state"
         self.config = self.tmp / "hub.toml"
+        if "[boot]" not in config_body:
+            config_body += write_assets(self.tmp, {n: f"stand-in {n}".encode() for n in FIRST_STAGE})
         self.config.write_text(f'state_dir = "{self.state}"\n' + config_body)
         self.log = self.tmp / "hub.log"
         self.proc = None
         self.starts = 0
 
-    def start(self):
+    def start(self, ready="DHCP listening"):
         self.starts += 1
         log = self.tmp / f"hub.{self.starts}.log"
         self.log = log
@@ -109,7 +134,7 @@ class Hub:
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"hub exited at start:\n{log.read_text()}")
-            if "DHCP listening" in log.read_text():
+            if ready in log.read_text():
                 return self
             time.sleep(0.1)
         raise AssertionError(f"hub did not start:\n{log.read_text()}")

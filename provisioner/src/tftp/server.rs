@@ -1,0 +1,428 @@
+//! The TFTP shell: the request socket (port 69), admission (global and per-client
+//! transfer limits, a per-source request rate), and one task per transfer on its
+//! own socket (its TID), connected to the client so the kernel drops datagrams
+//! from anyone else (RFC 1350 §4 TID checks).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::packet::{self, Packet};
+use super::session::{Failure, Limits, Session, Step};
+use crate::assets::{Asset, Assets};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TftpError {
+    #[error("binding TFTP on {addr}")]
+    Bind {
+        addr: SocketAddrV4,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Admission limits of the server as a whole.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    pub max_transfers: usize,
+    pub max_per_client: usize,
+    /// Requests per second per source address (token bucket, burst = 2 s worth).
+    pub requests_per_sec: u32,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            max_transfers: 1024,
+            max_per_client: 16,
+            requests_per_sec: 50,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct TftpStats {
+    pub requests: AtomicU64,
+    pub refused: AtomicU64,
+    pub transfers_done: AtomicU64,
+    pub transfers_failed: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub packets_sent: AtomicU64,
+}
+
+/// Per-source token buckets, bounded in size.
+#[derive(Debug, Default)]
+struct RateLimiter {
+    buckets: HashMap<IpAddr, (f64, Instant)>,
+}
+
+const MAX_TRACKED_SOURCES: usize = 65_536;
+
+impl RateLimiter {
+    fn allow(&mut self, ip: IpAddr, rate: u32, now: Instant) -> bool {
+        let rate = f64::from(rate.max(1));
+        let burst = rate * 2.0;
+        if self.buckets.len() >= MAX_TRACKED_SOURCES && !self.buckets.contains_key(&ip) {
+            // Forget sources whose bucket has refilled; they are indistinguishable from new ones.
+            self.buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+            });
+            if self.buckets.len() >= MAX_TRACKED_SOURCES {
+                return false;
+            }
+        }
+        let (tokens, at) = self.buckets.entry(ip).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Counts transfers per client; the guard gives the slot back when dropped.
+#[derive(Debug, Default)]
+struct PerClient(Mutex<HashMap<IpAddr, usize>>);
+
+struct ClientSlot {
+    table: Arc<PerClient>,
+    ip: IpAddr,
+    _global: OwnedSemaphorePermit,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut t = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = t.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                t.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct TftpServer {
+    sock: UdpSocket,
+    assets: Arc<Assets>,
+    admission: Admission,
+    limits: Limits,
+    pub stats: Arc<TftpStats>,
+}
+
+impl TftpServer {
+    pub fn bind(
+        addr: SocketAddrV4,
+        assets: Arc<Assets>,
+        admission: Admission,
+        limits: Limits,
+    ) -> Result<TftpServer, TftpError> {
+        let err = |source| TftpError::Bind { addr, source };
+        let std = std::net::UdpSocket::bind(addr).map_err(err)?;
+        std.set_nonblocking(true).map_err(err)?;
+        crate::udp::enable_packet_info(&std).map_err(err)?;
+        let sock = UdpSocket::from_std(std).map_err(err)?;
+        Ok(TftpServer {
+            sock,
+            assets,
+            admission,
+            limits,
+            stats: Arc::default(),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.sock.local_addr()
+    }
+
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), TftpError> {
+        let global = Arc::new(Semaphore::new(self.admission.max_transfers));
+        let per_client = Arc::new(PerClient::default());
+        let mut limiter = RateLimiter::default();
+        let mut transfers = JoinSet::new();
+        let mut buf = vec![0u8; packet::MAX_REQUEST_LEN + 1];
+        let mut out = Vec::with_capacity(128);
+        loop {
+            let info = tokio::select! {
+                _ = cancel.cancelled() => break,
+                Some(_) = transfers.join_next(), if !transfers.is_empty() => continue,
+                r = crate::udp::recv_with_info(&self.sock, &mut buf) => match r {
+                    Ok(info) => info,
+                    Err(error) => {
+                        tracing::warn!(%error, "TFTP receive failed");
+                        continue;
+                    }
+                },
+            };
+            let peer = info.src;
+            let datagram = &buf[..info.len.min(buf.len())];
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let refuse = |code: u16, msg: &str, out: &mut Vec<u8>| {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                packet::encode_error(code, msg, out);
+                let _ = self.sock.try_send_to(out, SocketAddr::V4(peer));
+            };
+            let (filename, options) = match packet::parse(datagram) {
+                Ok(Packet::Read {
+                    filename, options, ..
+                }) => (filename, options),
+                Ok(Packet::Write { filename }) => {
+                    tracing::info!(%peer, filename, "TFTP write refused: read-only server");
+                    refuse(packet::ERR_ACCESS, "read-only server", &mut out);
+                    continue;
+                }
+                Ok(other) => {
+                    tracing::debug!(%peer, packet = ?other, "TFTP: not a request on the request port");
+                    continue;
+                }
+                Err(error) => {
+                    tracing::info!(%peer, %error, "dropping malformed TFTP request");
+                    continue;
+                }
+            };
+            if !limiter.allow(
+                IpAddr::V4(*peer.ip()),
+                self.admission.requests_per_sec,
+                Instant::now(),
+            ) {
+                tracing::info!(%peer, filename, "TFTP request over the per-source rate; dropped");
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let Some(asset) = self.assets.tftp(filename) else {
+                tracing::info!(%peer, filename, "TFTP file not found");
+                refuse(packet::ERR_NOT_FOUND, "file not found", &mut out);
+                continue;
+            };
+            let Some(slot) = admit(
+                &global,
+                &per_client,
+                IpAddr::V4(*peer.ip()),
+                self.admission.max_per_client,
+            ) else {
+                tracing::warn!(%peer, filename, "TFTP transfer limit reached; refused");
+                refuse(packet::ERR_UNDEFINED, "server busy, retry", &mut out);
+                continue;
+            };
+            let local = if info.local.is_unspecified() {
+                Ipv4Addr::UNSPECIFIED
+            } else {
+                info.local
+            };
+            tracing::debug!(%peer, filename, ?options, "TFTP read");
+            transfers.spawn(transfer(
+                peer,
+                local,
+                asset.clone(),
+                options,
+                self.limits,
+                self.stats.clone(),
+                cancel.clone(),
+                slot,
+            ));
+        }
+        transfers.shutdown().await;
+        Ok(())
+    }
+}
+
+fn admit(
+    global: &Arc<Semaphore>,
+    per_client: &Arc<PerClient>,
+    ip: IpAddr,
+    max_per_client: usize,
+) -> Option<ClientSlot> {
+    let permit = global.clone().try_acquire_owned().ok()?;
+    let mut t = per_client.0.lock().unwrap_or_else(|p| p.into_inner());
+    let n = t.entry(ip).or_insert(0);
+    if *n >= max_per_client {
+        return None;
+    }
+    *n += 1;
+    Some(ClientSlot {
+        table: per_client.clone(),
+        ip,
+        _global: permit,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn transfer(
+    peer: SocketAddrV4,
+    local: Ipv4Addr,
+    asset: Asset,
+    options: packet::Requested,
+    limits: Limits,
+    stats: Arc<TftpStats>,
+    cancel: CancellationToken,
+    _slot: ClientSlot,
+) {
+    let started = Instant::now();
+    let name = asset.spec.name.as_str();
+    let result = run_transfer(peer, local, &asset, options, limits, &stats, &cancel).await;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(bytes) => {
+            stats.transfers_done.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, file = name, bytes, elapsed_ms, "TFTP transfer complete");
+        }
+        Err(TransferEnd::Failed(Failure::ClientAbort { code })) => {
+            // OVMF probes the size and aborts on purpose; not a failure worth a warning.
+            stats.transfers_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, file = name, code, elapsed_ms, "TFTP transfer aborted by client");
+        }
+        Err(TransferEnd::Io(error)) => {
+            stats.transfers_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, file = name, %error, elapsed_ms, "TFTP transfer failed");
+        }
+        Err(end) => {
+            stats.transfers_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, file = name, reason = ?end, elapsed_ms, "TFTP transfer failed");
+        }
+    }
+}
+
+#[derive(Debug)]
+enum TransferEnd {
+    Failed(Failure),
+    Io(std::io::Error),
+    Cancelled,
+}
+
+async fn run_transfer(
+    peer: SocketAddrV4,
+    local: Ipv4Addr,
+    asset: &Asset,
+    options: packet::Requested,
+    limits: Limits,
+    stats: &TftpStats,
+    cancel: &CancellationToken,
+) -> Result<u64, TransferEnd> {
+    let sock = UdpSocket::bind(SocketAddrV4::new(local, 0))
+        .await
+        .map_err(TransferEnd::Io)?;
+    sock.connect(peer).await.map_err(TransferEnd::Io)?;
+    let file = std::fs::File::open(&asset.path).map_err(TransferEnd::Io)?;
+    let size = file.metadata().map_err(TransferEnd::Io)?.len();
+    let (mut session, mut steps) = Session::start(options, size, limits, Instant::now());
+    let blksize = session.blksize() as usize;
+    let mut out = Vec::with_capacity(4 + blksize);
+    let mut inbuf = [0u8; 516];
+    let mut sent_bytes = 0u64;
+    loop {
+        for step in steps.drain(..) {
+            match step {
+                Step::SendOack(agreed) => {
+                    packet::encode_oack(&agreed, &mut out);
+                    sock.send(&out).await.map_err(TransferEnd::Io)?;
+                }
+                Step::SendData { block } => {
+                    let offset = (block - 1) * blksize as u64;
+                    let len = size.saturating_sub(offset).min(blksize as u64) as usize;
+                    packet::encode_data_header(block as u16, &mut out);
+                    out.resize(4 + len, 0);
+                    file.read_exact_at(&mut out[4..], offset)
+                        .map_err(TransferEnd::Io)?;
+                    sock.send(&out).await.map_err(TransferEnd::Io)?;
+                    sent_bytes += len as u64;
+                    stats.bytes_sent.fetch_add(len as u64, Ordering::Relaxed);
+                    stats.packets_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Step::Done => return Ok(sent_bytes),
+                Step::Failed(f) => {
+                    if !matches!(f, Failure::ClientAbort { .. }) {
+                        packet::encode_error(packet::ERR_UNDEFINED, "transfer timed out", &mut out);
+                        let _ = sock.send(&out).await;
+                    }
+                    return Err(TransferEnd::Failed(f));
+                }
+            }
+        }
+        let deadline = tokio::time::Instant::from_std(session.deadline());
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(TransferEnd::Cancelled),
+            _ = tokio::time::sleep_until(deadline) => steps = session.on_timer(Instant::now()),
+            r = sock.recv(&mut inbuf) => {
+                let n = match r {
+                    Ok(n) => n,
+                    // ICMP port unreachable: the client went away.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Err(TransferEnd::Io(e)),
+                    Err(e) => return Err(TransferEnd::Io(e)),
+                };
+                steps = match packet::parse(&inbuf[..n]) {
+                    Ok(Packet::Ack { block }) => session.on_ack(block, Instant::now()),
+                    Ok(Packet::Error { code, .. }) => session.on_error(code),
+                    _ => {
+                        packet::encode_error(packet::ERR_ILLEGAL_OP, "unexpected packet", &mut out);
+                        let _ = sock.send(&out).await;
+                        Vec::new()
+                    }
+                };
+            }
+        }
+    }
+}
+
+/// For tests: a server on loopback serving `assets`.
+#[doc(hidden)]
+pub fn bind_loopback(assets: Arc<Assets>) -> Result<TftpServer, TftpError> {
+    TftpServer::bind(
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
+        assets,
+        Admission::default(),
+        Limits::default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rate_limiter_allows_a_burst_then_the_rate() {
+        let mut r = RateLimiter::default();
+        let ip: IpAddr = Ipv4Addr::new(10, 0, 0, 1).into();
+        let t0 = Instant::now();
+        let allowed = (0..100).filter(|_| r.allow(ip, 10, t0)).count();
+        assert_eq!(allowed, 20, "burst of 2 s at 10/s");
+        assert!(!r.allow(ip, 10, t0));
+        assert!(
+            r.allow(ip, 10, t0 + Duration::from_millis(150)),
+            "refills at the rate"
+        );
+        assert!(
+            r.allow(Ipv4Addr::new(10, 0, 0, 2).into(), 10, t0),
+            "other sources unaffected"
+        );
+    }
+
+    #[test]
+    fn per_client_slots_are_bounded_and_returned() {
+        let global = Arc::new(Semaphore::new(3));
+        let table = Arc::new(PerClient::default());
+        let a: IpAddr = Ipv4Addr::new(10, 0, 0, 1).into();
+        let b: IpAddr = Ipv4Addr::new(10, 0, 0, 2).into();
+        let s1 = admit(&global, &table, a, 2).expect("first");
+        let _s2 = admit(&global, &table, a, 2).expect("second");
+        assert!(admit(&global, &table, a, 2).is_none(), "per-client limit");
+        let _s3 = admit(&global, &table, b, 2).expect("other client");
+        drop(s1);
+        assert!(
+            admit(&global, &table, b, 2).is_some(),
+            "slot and permit returned on drop"
+        );
+    }
+}

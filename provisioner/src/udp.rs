@@ -1,0 +1,69 @@
+//! UDP receive with packet info (IP_PKTINFO), shared by the DHCP and TFTP shells:
+//! which interface a datagram arrived on, its destination, and the local address
+//! the kernel would answer from.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsFd, AsRawFd};
+
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn, sockopt};
+
+/// What packet info told us about a received datagram.
+#[derive(Debug, Clone, Copy)]
+pub struct RecvInfo {
+    pub len: usize,
+    pub src: SocketAddrV4,
+    pub ifindex: u32,
+    /// Destination address of the datagram.
+    pub dst: Ipv4Addr,
+    /// The local address the kernel would answer from on that interface.
+    pub local: Ipv4Addr,
+}
+
+/// Asks the kernel to attach IP_PKTINFO to every received datagram.
+pub fn enable_packet_info(sock: &impl AsFd) -> io::Result<()> {
+    nix::sys::socket::setsockopt(sock, sockopt::Ipv4PacketInfo, &true).map_err(io::Error::from)
+}
+
+/// Waits for a datagram on `sock`, then receives it with its packet info.
+pub async fn recv_with_info(sock: &tokio::net::UdpSocket, buf: &mut [u8]) -> io::Result<RecvInfo> {
+    loop {
+        sock.readable().await?;
+        match sock.try_io(tokio::io::Interest::READABLE, || {
+            recv_now(sock.as_raw_fd(), buf)
+        }) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
+    }
+}
+
+/// One non-blocking receive; `WouldBlock` when nothing is queued.
+fn recv_now(fd: std::os::fd::RawFd, buf: &mut [u8]) -> io::Result<RecvInfo> {
+    let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let msg =
+        nix::sys::socket::recvmsg::<SockaddrIn>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())
+            .map_err(io::Error::from)?;
+    let src = msg
+        .address
+        .map(|a| SocketAddrV4::new(a.ip(), a.port()))
+        .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+    let mut info = RecvInfo {
+        len: msg.bytes,
+        src,
+        ifindex: 0,
+        dst: Ipv4Addr::UNSPECIFIED,
+        local: Ipv4Addr::UNSPECIFIED,
+    };
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::Ipv4PacketInfo(pi) = c {
+                info.ifindex = u32::try_from(pi.ipi_ifindex).unwrap_or(0);
+                info.dst = Ipv4Addr::from(u32::from_be(pi.ipi_addr.s_addr));
+                info.local = Ipv4Addr::from(u32::from_be(pi.ipi_spec_dst.s_addr));
+            }
+        }
+    }
+    Ok(info)
+}
