@@ -12,6 +12,8 @@ use crate::assets::{AssetError, Assets, EMBEDDED_MANIFEST, parse_manifest};
 use crate::boot::{BOOT_SCRIPT_PATH, BootTarget};
 use crate::config::Config;
 use crate::dhcp::server::{DhcpError, DhcpServer};
+use crate::http::server::{HttpError, HttpServer};
+use crate::metrics::Registry;
 use crate::store::{EmbeddedStore, Store, StoreError};
 use crate::tftp::server::{TftpError, TftpServer};
 
@@ -25,12 +27,15 @@ pub enum AppError {
     Tftp(#[from] TftpError),
     #[error(transparent)]
     Assets(#[from] AssetError),
+    #[error(transparent)]
+    Http(#[from] HttpError),
 }
 
 #[derive(Debug)]
 pub struct App {
     dhcp: DhcpServer,
     tftp: Option<TftpServer>,
+    http: Option<HttpServer>,
     store: EmbeddedStore,
 }
 
@@ -62,7 +67,9 @@ impl App {
         // Advertise only what is served. The iPXE script is rendered by the HTTP service.
         boot.restrict(|target| match target {
             BootTarget::Tftp(name) => config.tftp.enabled && assets.has_tftp(name),
-            BootTarget::Http(path) => *path == BOOT_SCRIPT_PATH || assets.has_http(path),
+            BootTarget::Http(path) => {
+                config.http.enabled && (*path == BOOT_SCRIPT_PATH || assets.has_http(path))
+            }
         });
         let store = EmbeddedStore::open(&config.state_dir)?;
         tracing::info!(path = ?store.path(), "store open");
@@ -70,7 +77,7 @@ impl App {
         let tftp = if config.tftp.enabled {
             let server = TftpServer::bind(
                 config.tftp.listen,
-                assets,
+                assets.clone(),
                 config.tftp.admission,
                 config.tftp.limits,
             )?;
@@ -79,7 +86,24 @@ impl App {
         } else {
             None
         };
-        Ok(App { dhcp, tftp, store })
+        let http = if config.http.enabled {
+            let metrics = Registry {
+                dhcp: Some(dhcp.stats.clone()),
+                tftp: tftp.as_ref().map(|t| t.stats.clone()),
+                http: Arc::default(),
+            };
+            let server = HttpServer::bind(config.http.listen, assets, metrics)?;
+            tracing::info!(listen = %config.http.listen, "HTTP listening");
+            Some(server)
+        } else {
+            None
+        };
+        Ok(App {
+            dhcp,
+            tftp,
+            http,
+            store,
+        })
     }
 
     /// Runs until `cancel` fires or a service fails.
@@ -88,6 +112,10 @@ impl App {
         let store: Box<dyn Store> = Box::new(self.store);
         let c = cancel.clone();
         services.spawn(async move { self.dhcp.run(store, c).await.map_err(AppError::from) });
+        if let Some(http) = self.http {
+            let c = cancel.clone();
+            services.spawn(async move { http.run(c).await.map_err(AppError::from) });
+        }
         if let Some(tftp) = self.tftp {
             let c = cancel.clone();
             services.spawn(async move { tftp.run(c).await.map_err(AppError::from) });

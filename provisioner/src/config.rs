@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -95,6 +95,37 @@ pub struct RawConfig {
     pub boot: RawBoot,
     #[serde(default)]
     pub tftp: RawTftp,
+    #[serde(default)]
+    pub http: RawHttp,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Its port is also the one in the boot URLs DHCP hands out.
+    #[serde(default = "default_http_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp {
+            enabled: true,
+            listen: default_http_listen(),
+        }
+    }
+}
+
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -232,12 +263,9 @@ pub struct RawReservation {
     pub hostname: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBoot {
-    /// TCP port of the hub's HTTP boot server, used in the URLs DHCP hands out.
-    #[serde(default = "default_http_port")]
-    pub http_port: u16,
     /// Which iPXE build UEFI x64 firmware gets over TFTP.
     #[serde(default)]
     pub uefi_x64: UefiX64Loader,
@@ -245,17 +273,6 @@ pub struct RawBoot {
     pub assets_dir: Option<PathBuf>,
     /// A manifest to use instead of the one built into the binary.
     pub manifest: Option<PathBuf>,
-}
-
-impl Default for RawBoot {
-    fn default() -> Self {
-        RawBoot {
-            http_port: default_http_port(),
-            uefi_x64: UefiX64Loader::default(),
-            assets_dir: None,
-            manifest: None,
-        }
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -332,10 +349,6 @@ fn default_transfer_timeout() -> u64 {
     600
 }
 
-fn default_http_port() -> u16 {
-    8080
-}
-
 // ---------------------------------------------------------------- validated form
 
 /// The validated configuration the hub runs on.
@@ -348,6 +361,7 @@ pub struct Config {
     /// `None`: the manifest built into the binary.
     pub manifest: Option<PathBuf>,
     pub tftp: TftpConfig,
+    pub http: HttpConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -480,10 +494,14 @@ impl TryFrom<RawConfig> for Config {
             return Err(invalid("state_dir is empty"));
         }
         let dhcp = validate_dhcp(raw.dhcp)?;
-        if raw.boot.http_port == 0 {
-            return Err(invalid("boot.http_port must not be 0"));
+        if raw.http.listen.port() == 0 {
+            return Err(invalid("http.listen needs a port"));
         }
-        let boot = BootTable::new(raw.boot.http_port, raw.boot.uefi_x64);
+        let boot = BootTable::new(raw.http.listen.port(), raw.boot.uefi_x64);
+        let http = HttpConfig {
+            enabled: raw.http.enabled,
+            listen: raw.http.listen,
+        };
         let tftp = validate_tftp(raw.tftp)?;
         let assets_dir = raw
             .boot
@@ -496,6 +514,7 @@ impl TryFrom<RawConfig> for Config {
             assets_dir,
             manifest: raw.boot.manifest,
             tftp,
+            http,
         })
     }
 }

@@ -5,6 +5,8 @@ pub mod assets;
 pub mod boot;
 pub mod config;
 pub mod dhcp;
+pub mod http;
+pub mod metrics;
 pub mod store;
 pub mod tftp;
 pub mod udp;

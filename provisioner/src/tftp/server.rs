@@ -56,6 +56,8 @@ pub struct TftpStats {
     pub transfers_failed: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub packets_sent: AtomicU64,
+    /// Sum of finished transfers' durations, microseconds.
+    pub duration_us: AtomicU64,
 }
 
 /// Per-source token buckets, bounded in size.
@@ -273,6 +275,9 @@ async fn transfer(
     let name = asset.spec.name.as_str();
     let result = run_transfer(peer, local, &asset, options, limits, &stats, &cancel).await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
+    stats
+        .duration_us
+        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     match result {
         Ok(bytes) => {
             stats.transfers_done.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,379 @@
+//! iPXE scripts, rendered from typed inputs (pure). Nothing served to firmware
+//! carries a secret: these scripts name public boot files and the hub's URL only.
+//!
+//! `/boot.ipxe` is static: it chains to `/ipxe?...` with what iPXE knows about the
+//! machine. The per-machine script is chosen from the machine's state; today every
+//! machine is unknown and gets the discovery image.
+
+use std::fmt::Write;
+
+/// Path of the per-machine script.
+pub const MACHINE_SCRIPT_PATH: &str = "/ipxe";
+pub const DISCOVERY_KERNEL: &str = "/boot/discovery-vmlinuz";
+pub const DISCOVERY_INITRD: &str = "/boot/discovery-initramfs.gz";
+
+/// The entry script. Relative URL: iPXE resolves it against this script's URI, so
+/// the same script works whatever address the machine reached us at. `:uristring`
+/// makes iPXE URL-encode values (serials contain spaces); `:hexhyp` gives a MAC
+/// with hyphens.
+pub fn boot_script() -> String {
+    format!(
+        "#!ipxe\n\
+         echo provisioner: ${{net0/mac}} ${{platform}}/${{buildarch}}\n\
+         chain {MACHINE_SCRIPT_PATH}?mac=${{net0/mac:hexhyp}}&uuid=${{uuid:uristring}}&serial=${{serial:uristring}}&buildarch=${{buildarch:uristring}}&platform=${{platform:uristring}} || goto failed\n\
+         :failed\n\
+         echo provisioner: could not fetch the machine script; retrying in 10 s\n\
+         sleep 10\n\
+         chain /boot.ipxe\n"
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    Pcbios,
+    Efi,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildArch {
+    I386,
+    X86_64,
+    Arm64,
+}
+
+/// What `/ipxe?...` told us, validated. Everything here came from the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineQuery {
+    pub mac: [u8; 6],
+    pub uuid: Option<String>,
+    pub serial: Option<String>,
+    pub buildarch: BuildArch,
+    pub platform: Platform,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryError {
+    MissingMac,
+    BadMac,
+    BadUuid,
+    BadSerial,
+    BadBuildArch,
+    BadPlatform,
+    Duplicate(&'static str),
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    for (b, p) in mac.iter_mut().zip(parts) {
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(mac)
+}
+
+/// Percent-decodes a query value; `None` for malformed escapes or non-UTF-8.
+fn decode(v: &str) -> Option<String> {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Parses the per-machine query. Unknown keys are ignored; every known key is
+/// validated; an empty value (iPXE prints unset settings as empty) means absent.
+pub fn parse_query(query: &str) -> Result<MachineQuery, QueryError> {
+    let mut mac = None;
+    let mut uuid = None;
+    let mut serial = None;
+    let mut buildarch = None;
+    let mut platform = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()).take(32) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let field = match k {
+            "mac" => "mac",
+            "uuid" => "uuid",
+            "serial" => "serial",
+            "buildarch" => "buildarch",
+            "platform" => "platform",
+            _ => continue,
+        };
+        let v = decode(v).ok_or(match field {
+            "mac" => QueryError::BadMac,
+            "uuid" => QueryError::BadUuid,
+            "serial" => QueryError::BadSerial,
+            "buildarch" => QueryError::BadBuildArch,
+            _ => QueryError::BadPlatform,
+        })?;
+        let dup = QueryError::Duplicate(field);
+        match field {
+            "mac" => {
+                if mac.is_some() {
+                    return Err(dup);
+                }
+                mac = Some(parse_mac(&v).ok_or(QueryError::BadMac)?);
+            }
+            "uuid" => {
+                if uuid.is_some() {
+                    return Err(dup);
+                }
+                let ok = v.is_empty()
+                    || (v.len() == 36 && v.bytes().all(|c| c.is_ascii_hexdigit() || c == b'-'));
+                if !ok {
+                    return Err(QueryError::BadUuid);
+                }
+                uuid = Some(v.to_ascii_lowercase());
+            }
+            "serial" => {
+                if serial.is_some() {
+                    return Err(dup);
+                }
+                if v.len() > 64 || !v.bytes().all(|c| c.is_ascii_graphic() || c == b' ') {
+                    return Err(QueryError::BadSerial);
+                }
+                serial = Some(v.trim().to_string());
+            }
+            "buildarch" => {
+                buildarch = Some(match v.as_str() {
+                    "i386" => BuildArch::I386,
+                    "x86_64" => BuildArch::X86_64,
+                    "arm64" => BuildArch::Arm64,
+                    _ => return Err(QueryError::BadBuildArch),
+                })
+            }
+            _ => {
+                platform = Some(match v.as_str() {
+                    "pcbios" => Platform::Pcbios,
+                    "efi" => Platform::Efi,
+                    _ => return Err(QueryError::BadPlatform),
+                })
+            }
+        }
+    }
+    Ok(MachineQuery {
+        mac: mac.ok_or(QueryError::MissingMac)?,
+        uuid: uuid.filter(|u| !u.is_empty()),
+        serial: serial.filter(|s| !s.is_empty()),
+        buildarch: buildarch.ok_or(QueryError::BadBuildArch)?,
+        platform: platform.ok_or(QueryError::BadPlatform)?,
+    })
+}
+
+/// Inputs of the discovery script.
+#[derive(Debug, Clone)]
+pub struct Discovery<'a> {
+    /// `http://host:port` as the machine reached us.
+    pub base: &'a str,
+    pub platform: Platform,
+    /// False when the discovery image is not among the verified assets.
+    pub available: bool,
+    pub console: &'a str,
+}
+
+/// The discovery script: boots the discovery kernel + initramfs. On BIOS, `imgfree`
+/// first, or every image still loaded becomes an initrd; on UEFI the kernel needs
+/// `initrd=<name>` on its command line to find the initramfs (BRIEF lab notes).
+pub fn discovery_script(d: &Discovery<'_>) -> String {
+    let mut s = String::from("#!ipxe\n");
+    if !d.available {
+        s.push_str(
+            "echo provisioner: the discovery image is not on this hub (run boot-assets/build-discovery.sh)\n\
+             sleep 10\n\
+             exit 1\n",
+        );
+        return s;
+    }
+    let base = d.base;
+    let initrd_name = DISCOVERY_INITRD.rsplit('/').next().unwrap_or("initrd");
+    let mut args = format!("console={} provisioner.url={base}", d.console);
+    if d.platform == Platform::Efi {
+        args = format!("initrd={initrd_name} {args}");
+    }
+    if d.platform == Platform::Pcbios {
+        s.push_str("imgfree\n");
+    }
+    let _ = writeln!(s, "kernel {base}{DISCOVERY_KERNEL} {args}");
+    let _ = writeln!(s, "initrd {base}{DISCOVERY_INITRD}");
+    s.push_str("boot\n");
+    s
+}
+
+/// Whether a Host header is safe to echo into a script: host or host:port.
+pub fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_table() {
+        let ok = MachineQuery {
+            mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
+            uuid: Some("11111111-2222-3333-4444-555555555555".into()),
+            serial: Some("SER 123".into()),
+            buildarch: BuildArch::X86_64,
+            platform: Platform::Efi,
+        };
+        let full = "mac=52-54-00-12-34-56&uuid=11111111-2222-3333-4444-555555555555&serial=SER%20123&buildarch=x86_64&platform=efi";
+        let cases: Vec<(&str, String, Result<MachineQuery, QueryError>)> = vec![
+            ("full", full.into(), Ok(ok.clone())),
+            (
+                "colons and unknown keys",
+                full.replace('-', ":")
+                    .replace("mac=52:54:00:12:34:56", "mac=52:54:00:12:34:56&x=1")
+                    .replace(
+                        "uuid=11111111:2222:3333:4444:555555555555",
+                        "uuid=11111111-2222-3333-4444-555555555555",
+                    ),
+                Ok(ok.clone()),
+            ),
+            (
+                "unset settings are empty",
+                "mac=52-54-00-12-34-56&uuid=&serial=&buildarch=i386&platform=pcbios".into(),
+                Ok(MachineQuery {
+                    uuid: None,
+                    serial: None,
+                    buildarch: BuildArch::I386,
+                    platform: Platform::Pcbios,
+                    ..ok.clone()
+                }),
+            ),
+            (
+                "no mac",
+                "buildarch=x86_64&platform=efi".into(),
+                Err(QueryError::MissingMac),
+            ),
+            (
+                "bad mac",
+                full.replace("52-54", "zz-54"),
+                Err(QueryError::BadMac),
+            ),
+            (
+                "short mac",
+                full.replace("-56&", "&"),
+                Err(QueryError::BadMac),
+            ),
+            (
+                "two macs",
+                format!("{full}&mac=52-54-00-00-00-01"),
+                Err(QueryError::Duplicate("mac")),
+            ),
+            (
+                "bad uuid",
+                full.replace("uuid=1111", "uuid=zzzz"),
+                Err(QueryError::BadUuid),
+            ),
+            (
+                "script injection in serial",
+                full.replace("SER%20123", "x%0Ashell"),
+                Err(QueryError::BadSerial),
+            ),
+            (
+                "bad escape",
+                full.replace("SER%20123", "SER%zz3"),
+                Err(QueryError::BadSerial),
+            ),
+            (
+                "long serial",
+                full.replace("SER%20123", &"A".repeat(65)),
+                Err(QueryError::BadSerial),
+            ),
+            (
+                "bad platform",
+                full.replace("efi", "uboot"),
+                Err(QueryError::BadPlatform),
+            ),
+            (
+                "bad arch",
+                full.replace("x86_64", "mips"),
+                Err(QueryError::BadBuildArch),
+            ),
+            ("garbage", "%%%&&==&".into(), Err(QueryError::MissingMac)),
+        ];
+        for (name, q, want) in cases {
+            assert_eq!(parse_query(&q), want, "case {name}");
+        }
+    }
+
+    #[test]
+    fn discovery_scripts_per_platform() {
+        let bios = discovery_script(&Discovery {
+            base: "http://10.0.0.1:8080",
+            platform: Platform::Pcbios,
+            available: true,
+            console: "ttyS0",
+        });
+        assert_eq!(
+            bios,
+            "#!ipxe\nimgfree\nkernel http://10.0.0.1:8080/boot/discovery-vmlinuz console=ttyS0 provisioner.url=http://10.0.0.1:8080\ninitrd http://10.0.0.1:8080/boot/discovery-initramfs.gz\nboot\n"
+        );
+        let efi = discovery_script(&Discovery {
+            base: "http://10.0.0.1:8080",
+            platform: Platform::Efi,
+            available: true,
+            console: "ttyS0",
+        });
+        assert!(!efi.contains("imgfree"));
+        assert!(efi.contains(
+            "kernel http://10.0.0.1:8080/boot/discovery-vmlinuz initrd=discovery-initramfs.gz "
+        ));
+        let none = discovery_script(&Discovery {
+            base: "x",
+            platform: Platform::Efi,
+            available: false,
+            console: "ttyS0",
+        });
+        assert!(none.contains("exit 1") && !none.contains("kernel"));
+    }
+
+    #[test]
+    fn boot_script_chains_relatively_with_encoded_settings() {
+        let s = boot_script();
+        assert!(s.starts_with("#!ipxe\n"));
+        assert!(s.contains(
+            "chain /ipxe?mac=${net0/mac:hexhyp}&uuid=${uuid:uristring}&serial=${serial:uristring}"
+        ));
+    }
+
+    #[test]
+    fn host_header_validation() {
+        for (h, ok) in [
+            ("10.0.0.1:8080", true),
+            ("hub.local", true),
+            ("[fe80::1]:80", true),
+            ("", false),
+            ("a b", false),
+            ("x\nshell", false),
+            ("a/b", false),
+        ] {
+            assert_eq!(valid_host(h), ok, "{h:?}");
+        }
+    }
+}

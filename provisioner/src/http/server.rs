@@ -1,0 +1,243 @@
+//! The HTTP shell (axum): iPXE scripts, boot assets with Content-Length, Range and
+//! HEAD, `/healthz` and `/metrics`. Decisions live in `render` and `range`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::sync::CancellationToken;
+
+use super::range::{Span, span};
+use super::render::{self, Discovery, MACHINE_SCRIPT_PATH};
+use crate::assets::Assets;
+use crate::boot::BOOT_SCRIPT_PATH;
+use crate::metrics::{HttpStats, Registry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("binding HTTP on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// What handlers share.
+#[derive(Debug, Clone)]
+struct Shared {
+    assets: Arc<Assets>,
+    metrics: Registry,
+    /// `http://addr:port` to use when a request has no usable Host header.
+    fallback_base: String,
+    console: String,
+}
+
+#[derive(Debug)]
+pub struct HttpServer {
+    listener: tokio::net::TcpListener,
+    shared: Shared,
+}
+
+impl HttpServer {
+    /// Binds now, so a port in use fails at start.
+    pub fn bind(
+        addr: SocketAddr,
+        assets: Arc<Assets>,
+        metrics: Registry,
+    ) -> Result<HttpServer, HttpError> {
+        let err = |source| HttpError::Bind { addr, source };
+        let std = std::net::TcpListener::bind(addr).map_err(err)?;
+        std.set_nonblocking(true).map_err(err)?;
+        let listener = tokio::net::TcpListener::from_std(std).map_err(err)?;
+        let local = listener.local_addr().map_err(err)?;
+        Ok(HttpServer {
+            listener,
+            shared: Shared {
+                assets,
+                metrics,
+                fallback_base: format!("http://{local}"),
+                console: "ttyS0".into(),
+            },
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), HttpError> {
+        let app = Router::new()
+            .route(BOOT_SCRIPT_PATH, get(boot_script))
+            .route(MACHINE_SCRIPT_PATH, get(machine_script))
+            .route("/boot/{name}", get(asset))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/metrics", get(metrics))
+            .fallback(not_found)
+            .with_state(self.shared);
+        axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
+        .map_err(HttpError::Serve)
+    }
+}
+
+fn done(stats: &HttpStats, started: Instant) {
+    stats.requests.fetch_add(1, Ordering::Relaxed);
+    stats
+        .duration_us
+        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+async fn boot_script(State(s): State<Shared>) -> Response {
+    let t = Instant::now();
+    s.metrics.http.scripts.fetch_add(1, Ordering::Relaxed);
+    let r = text(StatusCode::OK, render::boot_script());
+    done(&s.metrics.http, t);
+    r
+}
+
+/// `http://host:port` as the client addressed us, if its Host header is sane.
+fn base_url(headers: &HeaderMap, fallback: &str) -> String {
+    match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        Some(h) if render::valid_host(h) => format!("http://{h}"),
+        _ => fallback.to_string(),
+    }
+}
+
+async fn machine_script(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let t = Instant::now();
+    let q = match render::parse_query(query.as_deref().unwrap_or("")) {
+        Ok(q) => q,
+        Err(error) => {
+            s.metrics.http.bad_request.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, ?error, "bad machine-script query");
+            done(&s.metrics.http, t);
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("#!ipxe\necho provisioner: bad request ({error:?})\nexit 1\n"),
+            );
+        }
+    };
+    let mac = crate::config::MacAddr(q.mac);
+    let base = base_url(&headers, &s.fallback_base);
+    let available =
+        s.assets.has_http(render::DISCOVERY_KERNEL) && s.assets.has_http(render::DISCOVERY_INITRD);
+    tracing::info!(%mac, %peer, uuid = ?q.uuid, serial = ?q.serial, platform = ?q.platform, "machine script: discovery");
+    let script = render::discovery_script(&Discovery {
+        base: &base,
+        platform: q.platform,
+        available,
+        console: &s.console,
+    });
+    s.metrics.http.scripts.fetch_add(1, Ordering::Relaxed);
+    done(&s.metrics.http, t);
+    text(StatusCode::OK, script)
+}
+
+async fn asset(State(s): State<Shared>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let t = Instant::now();
+    let stats = &s.metrics.http;
+    let Some(asset) = s.assets.http(&format!("/boot/{name}")) else {
+        stats.not_found.fetch_add(1, Ordering::Relaxed);
+        done(stats, t);
+        return text(StatusCode::NOT_FOUND, "not found\n".into());
+    };
+    let mut file = match tokio::fs::File::open(&asset.path).await {
+        Ok(f) => f,
+        Err(error) => {
+            tracing::warn!(path = ?asset.path, %error, "asset vanished");
+            done(stats, t);
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "asset unavailable\n".into(),
+            );
+        }
+    };
+    let size = asset.spec.size;
+    let range = headers.get(header::RANGE).and_then(|h| h.to_str().ok());
+    let (status, start, len) = match span(range, size) {
+        Span::Full => (StatusCode::OK, 0, size),
+        Span::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        Span::Unsatisfiable => {
+            done(stats, t);
+            return (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+            )
+                .into_response();
+        }
+    };
+    if start > 0 && file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+        done(stats, t);
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "seek failed\n".into());
+    }
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        file.take(len),
+        256 * 1024,
+    ));
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if status == StatusCode::PARTIAL_CONTENT {
+        stats.partial.fetch_add(1, Ordering::Relaxed);
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + len - 1)) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    // The sha256 is a strong validator of the exact bytes.
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", asset.spec.sha256)) {
+        h.insert(header::ETAG, v);
+    }
+    stats.assets.fetch_add(1, Ordering::Relaxed);
+    stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
+    done(stats, t);
+    resp
+}
+
+async fn metrics(State(s): State<Shared>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found(State(s): State<Shared>) -> Response {
+    s.metrics.http.not_found.fetch_add(1, Ordering::Relaxed);
+    text(StatusCode::NOT_FOUND, "not found\n".into())
+}
