@@ -16,6 +16,7 @@ use crate::http::server::{HttpError, HttpServer};
 use crate::metrics::Registry;
 use crate::store::{EmbeddedStore, Store, StoreError};
 use crate::tftp::server::{TftpError, TftpServer};
+use crate::timeline::Timeline;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -73,13 +74,15 @@ impl App {
         });
         let store = EmbeddedStore::open(&config.state_dir)?;
         tracing::info!(path = ?store.path(), "store open");
-        let dhcp = DhcpServer::build(&config.dhcp, &boot, &store)?;
+        let timeline = Arc::new(Timeline::default());
+        let dhcp = DhcpServer::build(&config.dhcp, &boot, &store, timeline.clone())?;
         let tftp = if config.tftp.enabled {
             let server = TftpServer::bind(
                 config.tftp.listen,
                 assets.clone(),
                 config.tftp.admission,
                 config.tftp.limits,
+                timeline.clone(),
             )?;
             tracing::info!(listen = %config.tftp.listen, "TFTP listening");
             Some(server)
@@ -92,7 +95,7 @@ impl App {
                 tftp: tftp.as_ref().map(|t| t.stats.clone()),
                 http: Arc::default(),
             };
-            let server = HttpServer::bind(config.http.listen, assets, metrics)?;
+            let server = HttpServer::bind(config.http.listen, assets, metrics, timeline)?;
             tracing::info!(listen = %config.http.listen, "HTTP listening");
             Some(server)
         } else {

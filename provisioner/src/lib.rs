@@ -9,4 +9,5 @@ pub mod http;
 pub mod metrics;
 pub mod store;
 pub mod tftp;
+pub mod timeline;
 pub mod udp;

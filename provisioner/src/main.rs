@@ -46,6 +46,31 @@ enum Command {
         #[command(subcommand)]
         command: LeasesCommand,
     },
+    /// Machines seen booting, and their boot timelines (asks the running hub).
+    Machines {
+        #[command(subcommand)]
+        command: MachinesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MachinesCommand {
+    /// Every machine with a timeline, and its last event.
+    List {
+        #[arg(long, short, default_value = "/etc/provisioner/provisioner.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One machine's boot timeline: DHCP, TFTP and HTTP events in order.
+    Show {
+        /// The machine's MAC address.
+        mac: String,
+        #[arg(long, short, default_value = "/etc/provisioner/provisioner.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -87,6 +112,7 @@ fn main() -> anyhow::Result<()> {
         Command::Leases {
             command: LeasesCommand::List { config, json },
         } => list_leases(&config, json),
+        Command::Machines { command } => machines(command),
     }
 }
 
@@ -175,6 +201,87 @@ fn list_leases(path: &std::path::Path, json: bool) -> anyhow::Result<()> {
             l.hostname.as_deref().unwrap_or("-"),
             l.key
         );
+    }
+    Ok(())
+}
+
+/// GETs `path` from the running hub's API and returns the body.
+fn api_get(config: &Config, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut addr = config.http.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let timeout = std::time::Duration::from_secs(5);
+    let mut conn = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to the hub at {addr} (is it running?)"))?;
+    conn.set_read_timeout(Some(timeout))?;
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    conn.take(64 << 20).read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" {
+        anyhow::bail!("{path}: HTTP {status}: {}", body.trim());
+    }
+    Ok(body.to_string())
+}
+
+fn machines(command: MachinesCommand) -> anyhow::Result<()> {
+    let ms = |v: &serde_json::Value| {
+        let at = v["at_ms"].as_u64().unwrap_or(0);
+        format!("{}.{:03}", at / 1000, at % 1000)
+    };
+    match command {
+        MachinesCommand::List { config, json } => {
+            let body = api_get(&Config::load(&config)?, "/api/v1/machines")?;
+            if json {
+                println!("{body}");
+                return Ok(());
+            }
+            let rows: Vec<serde_json::Value> = serde_json::from_str(&body)?;
+            println!(
+                "{:<18} {:<16} {:>6}  LAST EVENT",
+                "MAC", "ADDRESS", "EVENTS"
+            );
+            for r in rows {
+                println!(
+                    "{:<18} {:<16} {:>6}  {} {}",
+                    r["mac"].as_str().unwrap_or("-"),
+                    r["address"].as_str().unwrap_or("-"),
+                    r["events"],
+                    r["last"]["source"].as_str().unwrap_or(""),
+                    r["last"]["what"].as_str().unwrap_or("")
+                );
+            }
+        }
+        MachinesCommand::Show { mac, config, json } => {
+            let mac: provisioner::config::MacAddr = mac.parse().map_err(anyhow::Error::msg)?;
+            let body = api_get(
+                &Config::load(&config)?,
+                &format!("/api/v1/machines/{mac}/timeline"),
+            )?;
+            if json {
+                println!("{body}");
+                return Ok(());
+            }
+            let v: serde_json::Value = serde_json::from_str(&body)?;
+            println!("boot timeline of {mac}");
+            for e in v["events"].as_array().into_iter().flatten() {
+                println!(
+                    "  {}  {:<4}  {}",
+                    ms(e),
+                    e["source"].as_str().unwrap_or(""),
+                    e["what"].as_str().unwrap_or("")
+                );
+            }
+        }
     }
     Ok(())
 }

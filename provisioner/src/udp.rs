@@ -67,3 +67,18 @@ fn recv_now(fd: std::os::fd::RawFd, buf: &mut [u8]) -> io::Result<RecvInfo> {
     }
     Ok(info)
 }
+
+/// The MAC the kernel's neighbour table holds for `addr` (from /proc/net/arp), for
+/// peers whose address we did not hand out (proxy mode).
+pub fn neighbour_mac(addr: Ipv4Addr) -> Option<crate::config::MacAddr> {
+    let table = std::fs::read_to_string("/proc/net/arp").ok()?;
+    let ip = addr.to_string();
+    table.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        // IP address, HW type, Flags, HW address, Mask, Device; flags 0x0 = incomplete.
+        match cols.as_slice() {
+            [a, _, flags, hw, ..] if *a == ip && *flags != "0x0" => hw.parse().ok(),
+            _ => None,
+        }
+    })
+}

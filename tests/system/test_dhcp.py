@@ -275,3 +275,46 @@ def test_packets_from_other_interfaces_are_not_served(lab, make_hub, tmp_path):
     seen = probe(lab, cli, {"mac": lab.mac("cli"), "rounds": [{"type": 1, "xid": 5151}]})
     assert [r for r in seen if r["xid"] == 5151], "but the configured one is served"
     assert sh("true").returncode == 0
+
+
+def test_boot_timeline_shows_dhcp_tftp_and_http_steps(lab, make_hub, tmp_path):
+    import json
+
+    from conftest import BIN
+
+    hub_ns = lab.host("hub", f"{HUB_ADDR}/24")
+    cli = lab.host("cli")
+    hub = make_hub(hub_ns, config() + '[http]\nlisten = "0.0.0.0:8080"\n').start()
+    mac = lab.mac("cli")
+    # PXE ROM: DISCOVER/REQUEST; then TFTP of the iPXE binary; then iPXE's HTTP requests.
+    seen = probe(lab, cli, {"mac": mac, "rounds": [{"type": 1, "xid": 71, "opts": PXE_BIOS}]})
+    offer = [r for r in seen if r["xid"] == 71][0]
+    probe(lab, cli, {"mac": mac, "rounds": [{"type": 3, "xid": 71, "opts": PXE_BIOS + [[54, "0a4d0001"], [50, bytes(map(int, offer["yiaddr"].split("."))).hex()]]}]})
+    lab.ns(cli, "ip", "addr", "add", f"{offer['yiaddr']}/24", "dev", "eth0")
+    lab.ns(cli, "tftp", "-m", "binary", HUB_ADDR, "-c", "get", "undionly.kpxe", str(tmp_path / "u"))
+    lab.ns(cli, "curl", "-sS", "-o", "/dev/null", f"http://{HUB_ADDR}:8080/boot.ipxe")
+    lab.ns(cli, "curl", "-sS", "-o", "/dev/null",
+           f"http://{HUB_ADDR}:8080/ipxe?mac={mac.replace(':', '-')}&buildarch=i386&platform=pcbios")
+    # The CLI asks the hub's API at 127.0.0.1 of the hub's own namespace.
+    out = lab.ns(hub_ns, BIN, "machines", "show", mac, "-c", str(hub.config), "--json")
+    events = json.loads(out.stdout)["events"]
+    steps = [(e["source"], e["what"]) for e in events]
+    text = "\n".join(f"{s}: {w}" for s, w in steps)
+    order = [
+        ("dhcp", "DISCOVER -> OFFER"),
+        ("dhcp", "REQUEST -> ACK"),
+        ("tftp", "RRQ undionly.kpxe"),
+        ("tftp", "sent undionly.kpxe"),
+        ("http", "GET /boot.ipxe"),
+        ("http", "GET /ipxe: discovery script"),
+    ]
+    pos = 0
+    for source, prefix in order:
+        while pos < len(steps) and not (steps[pos][0] == source and steps[pos][1].startswith(prefix)):
+            pos += 1
+        assert pos < len(steps), f"missing or out of order: {source} {prefix!r}\n{text}"
+    assert "[bios-x86: undionly.kpxe]" in text
+    human = lab.ns(hub_ns, BIN, "machines", "show", mac, "-c", str(hub.config)).stdout
+    assert "boot timeline of" in human and "undionly.kpxe" in human
+    listing = lab.ns(hub_ns, BIN, "machines", "list", "-c", str(hub.config)).stdout
+    assert mac in listing and offer["yiaddr"] in listing

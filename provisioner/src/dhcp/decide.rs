@@ -90,6 +90,8 @@ pub struct Reply {
     pub dest: Dest,
     pub yiaddr: Ipv4Addr,
     pub firmware: Option<Firmware>,
+    /// The boot file or URL handed out, if any.
+    pub file: Option<String>,
 }
 
 /// Why no reply was sent. Not an error: logged at debug with its reason.
@@ -877,6 +879,14 @@ fn finish(
         }
     };
     let yiaddr = reply.yiaddr();
+    let file = match reply.opts().get(OptionCode::BootfileName) {
+        Some(DhcpOption::BootfileName(f)) => Some(String::from_utf8_lossy(f).into_owned()),
+        _ => reply.fname().map(|f| {
+            String::from_utf8_lossy(f)
+                .trim_end_matches('\0')
+                .to_string()
+        }),
+    };
     Outcome {
         verdict: Ok(Reply {
             kind,
@@ -884,6 +894,7 @@ fn finish(
             dest,
             yiaddr,
             firmware,
+            file,
         }),
         persist,
     }

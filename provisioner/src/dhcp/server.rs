@@ -17,8 +17,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::boot::BootTable;
-use crate::config::{DhcpConfig, DhcpMode};
+use crate::config::{DhcpConfig, DhcpMode, MacAddr};
 use crate::store::{Store, StoreError};
+use crate::timeline::{Source, Timeline, now_ms};
 
 use super::decide::{self, Arrival, Change, Outcome, Policy, Reply, ServicePort, State};
 use super::fallback::Fallback;
@@ -85,7 +86,18 @@ pub struct DhcpServer {
     state: Arc<Mutex<State>>,
     dhcp: Arc<DhcpConfig>,
     boot: Arc<BootTable>,
+    timeline: Arc<Timeline>,
     pub stats: Arc<DhcpStats>,
+}
+
+/// What every socket task shares.
+struct Ctx {
+    state: Arc<Mutex<State>>,
+    dhcp: Arc<DhcpConfig>,
+    boot: Arc<BootTable>,
+    stats: Arc<DhcpStats>,
+    timeline: Arc<Timeline>,
+    commits: SyncSender<Pending>,
 }
 
 fn now_secs() -> Secs {
@@ -107,6 +119,7 @@ impl DhcpServer {
         dhcp: &DhcpConfig,
         boot: &BootTable,
         store: &dyn Store,
+        timeline: Arc<Timeline>,
     ) -> Result<DhcpServer, DhcpError> {
         let mut sockets = Vec::new();
         if dhcp.mode != DhcpMode::Off {
@@ -150,6 +163,7 @@ impl DhcpServer {
             state: Arc::new(Mutex::new(state)),
             dhcp: Arc::new(dhcp.clone()),
             boot: Arc::new(boot.clone()),
+            timeline,
             stats: Arc::default(),
         })
     }
@@ -173,18 +187,19 @@ impl DhcpServer {
                 Ok(())
             });
         }
+        let ctx = Arc::new(Ctx {
+            state: self.state.clone(),
+            dhcp: self.dhcp.clone(),
+            boot: self.boot.clone(),
+            stats: self.stats.clone(),
+            timeline: self.timeline.clone(),
+            commits: tx.clone(),
+        });
         for sock in &self.sockets {
             tracing::info!(iface = %sock.iface.name, port = ?sock.port, mode = ?self.dhcp.mode, "DHCP listening");
-            tasks.spawn(serve_socket(
-                sock.clone(),
-                self.state.clone(),
-                self.dhcp.clone(),
-                self.boot.clone(),
-                self.stats.clone(),
-                tx.clone(),
-                cancel.clone(),
-            ));
+            tasks.spawn(serve_socket(sock.clone(), ctx.clone(), cancel.clone()));
         }
+        drop(ctx);
         tasks.spawn(reclaim_loop(
             self.state.clone(),
             self.dhcp.clone(),
@@ -212,11 +227,7 @@ impl DhcpServer {
 
 async fn serve_socket(
     sock: Arc<DhcpSocket>,
-    state: Arc<Mutex<State>>,
-    dhcp: Arc<DhcpConfig>,
-    boot: Arc<BootTable>,
-    stats: Arc<DhcpStats>,
-    commits: SyncSender<Pending>,
+    ctx: Arc<Ctx>,
     cancel: CancellationToken,
 ) -> Result<(), DhcpError> {
     let mut buf = vec![0u8; 65_536];
@@ -232,30 +243,12 @@ async fn serve_socket(
             },
         };
         let len = info.len.min(buf.len());
-        handle(
-            &sock,
-            &buf[..len],
-            info,
-            &state,
-            &dhcp,
-            &boot,
-            &stats,
-            &commits,
-        );
+        handle(&sock, &buf[..len], info, &ctx);
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn handle(
-    sock: &Arc<DhcpSocket>,
-    datagram: &[u8],
-    info: super::socket::RecvInfo,
-    state: &Mutex<State>,
-    dhcp: &DhcpConfig,
-    boot: &BootTable,
-    stats: &DhcpStats,
-    commits: &SyncSender<Pending>,
-) {
+fn handle(sock: &Arc<DhcpSocket>, datagram: &[u8], info: super::socket::RecvInfo, ctx: &Ctx) {
+    let stats = &ctx.stats;
     stats.received.fetch_add(1, Ordering::Relaxed);
     let peer = info.src;
     if info.ifindex != sock.iface.index {
@@ -288,13 +281,17 @@ fn handle(
         src: peer,
         port: sock.port,
     };
-    let policy = Policy { dhcp, boot };
+    let policy = Policy {
+        dhcp: &ctx.dhcp,
+        boot: &ctx.boot,
+    };
     let Outcome { verdict, persist } = {
-        let mut st = lock(state);
+        let mut st = lock(&ctx.state);
         decide::decide(&msg, datagram, &arrival, &policy, &mut st, now_secs())
     };
     let xid = msg.xid();
     let mac = HwAddr(msg.chaddr());
+    record(&ctx.timeline, &msg, &arrival, &verdict);
     let reply = match verdict {
         Ok(reply) => {
             tracing::debug!(mac = %mac, xid, %peer, kind = ?reply.kind, yiaddr = %reply.yiaddr, dest = ?reply.dest, firmware = ?reply.firmware, "reply");
@@ -316,10 +313,62 @@ fn handle(
         changes: persist,
         reply: reply.map(|r| (sock.clone(), r, local)),
     };
-    if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = commits.try_send(pending) {
+    if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+        ctx.commits.try_send(pending)
+    {
         stats.queue_full.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(mac = %mac, xid, "commit queue full: dropping request (the client will retry)");
     }
+}
+
+/// Adds the exchange to the machine's boot timeline.
+fn record(
+    timeline: &Timeline,
+    msg: &Message,
+    arrival: &Arrival,
+    verdict: &Result<Reply, decide::Ignore>,
+) {
+    let Ok(chaddr) = <[u8; 6]>::try_from(msg.chaddr()) else {
+        return;
+    };
+    if u8::from(msg.htype()) != 1 {
+        return;
+    }
+    let mac = MacAddr(chaddr);
+    let asked = msg
+        .opts()
+        .msg_type()
+        .map(|t| format!("{t:?}").to_uppercase())
+        .unwrap_or_default();
+    let port = if arrival.port == ServicePort::PxeBootServer {
+        " (port 4011)"
+    } else {
+        ""
+    };
+    let what = match verdict {
+        Ok(r) => {
+            timeline.learn(r.yiaddr, mac);
+            if arrival.port == ServicePort::PxeBootServer {
+                timeline.learn(*arrival.src.ip(), mac);
+            }
+            let boot = match (&r.firmware, &r.file) {
+                (Some(f), Some(file)) => format!(" [{f}: {file}]"),
+                _ => String::new(),
+            };
+            let addr = if r.yiaddr.is_unspecified() {
+                String::new()
+            } else {
+                format!(" {}", r.yiaddr)
+            };
+            format!(
+                "{asked}{port} -> {}{addr}{boot}",
+                format!("{:?}", r.kind).to_uppercase()
+            )
+        }
+        Err(decide::Ignore::NoReplyExpected) => format!("{asked}{port}"),
+        Err(why) => format!("{asked}{port} -> no reply ({why:?})"),
+    };
+    timeline.record(mac, Source::Dhcp, what, now_ms());
 }
 
 fn send(sock: &DhcpSocket, reply: &Reply, local: Ipv4Addr, stats: &DhcpStats) {

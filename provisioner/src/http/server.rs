@@ -19,7 +19,9 @@ use super::range::{Span, span};
 use super::render::{self, Discovery, MACHINE_SCRIPT_PATH};
 use crate::assets::Assets;
 use crate::boot::BOOT_SCRIPT_PATH;
+use crate::config::MacAddr;
 use crate::metrics::{HttpStats, Registry};
+use crate::timeline::{Source, Timeline};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -41,6 +43,7 @@ struct Shared {
     /// `http://addr:port` to use when a request has no usable Host header.
     fallback_base: String,
     console: String,
+    timeline: Arc<Timeline>,
 }
 
 #[derive(Debug)]
@@ -55,6 +58,7 @@ impl HttpServer {
         addr: SocketAddr,
         assets: Arc<Assets>,
         metrics: Registry,
+        timeline: Arc<Timeline>,
     ) -> Result<HttpServer, HttpError> {
         let err = |source| HttpError::Bind { addr, source };
         let std = std::net::TcpListener::bind(addr).map_err(err)?;
@@ -68,6 +72,7 @@ impl HttpServer {
                 metrics,
                 fallback_base: format!("http://{local}"),
                 console: "ttyS0".into(),
+                timeline,
             },
         })
     }
@@ -82,6 +87,8 @@ impl HttpServer {
             .route(MACHINE_SCRIPT_PATH, get(machine_script))
             .route("/boot/{name}", get(asset))
             .route("/healthz", get(|| async { "ok\n" }))
+            .route("/api/v1/machines", get(machines))
+            .route("/api/v1/machines/{mac}/timeline", get(machine_timeline))
             .route("/metrics", get(metrics))
             .fallback(not_found)
             .with_state(self.shared);
@@ -111,8 +118,15 @@ fn text(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-async fn boot_script(State(s): State<Shared>) -> Response {
+async fn boot_script(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
     let t = Instant::now();
+    if let SocketAddr::V4(p) = peer {
+        s.timeline
+            .record_peer(*p.ip(), Source::Http, format!("GET {BOOT_SCRIPT_PATH}"));
+    }
     s.metrics.http.scripts.fetch_add(1, Ordering::Relaxed);
     let r = text(StatusCode::OK, render::boot_script());
     done(&s.metrics.http, t);
@@ -146,7 +160,10 @@ async fn machine_script(
             );
         }
     };
-    let mac = crate::config::MacAddr(q.mac);
+    let mac = MacAddr(q.mac);
+    if let SocketAddr::V4(p) = peer {
+        s.timeline.learn(*p.ip(), mac);
+    }
     let base = base_url(&headers, &s.fallback_base);
     let available =
         s.assets.has_http(render::DISCOVERY_KERNEL) && s.assets.has_http(render::DISCOVERY_INITRD);
@@ -157,12 +174,24 @@ async fn machine_script(
         available,
         console: &s.console,
     });
+    let missing = if available { "" } else { ", image missing" };
+    let event = format!(
+        "GET {MACHINE_SCRIPT_PATH}: discovery script ({:?}{missing})",
+        q.platform
+    );
+    s.timeline
+        .record(mac, Source::Http, event, crate::timeline::now_ms());
     s.metrics.http.scripts.fetch_add(1, Ordering::Relaxed);
     done(&s.metrics.http, t);
     text(StatusCode::OK, script)
 }
 
-async fn asset(State(s): State<Shared>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+async fn asset(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let t = Instant::now();
     let stats = &s.metrics.http;
     let Some(asset) = s.assets.http(&format!("/boot/{name}")) else {
@@ -224,8 +253,32 @@ async fn asset(State(s): State<Shared>, Path(name): Path<String>, headers: Heade
     }
     stats.assets.fetch_add(1, Ordering::Relaxed);
     stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
+    if let SocketAddr::V4(p) = peer {
+        let part = if status == StatusCode::PARTIAL_CONTENT {
+            format!(" bytes {start}+{len}")
+        } else {
+            format!(" {len} bytes")
+        };
+        s.timeline
+            .record_peer(*p.ip(), Source::Http, format!("GET /boot/{name}{part}"));
+    }
     done(stats, t);
     resp
+}
+
+async fn machines(State(s): State<Shared>) -> Response {
+    axum::Json(s.timeline.machines()).into_response()
+}
+
+async fn machine_timeline(State(s): State<Shared>, Path(mac): Path<String>) -> Response {
+    let Ok(mac) = mac.parse::<MacAddr>() else {
+        return text(StatusCode::BAD_REQUEST, "not a MAC address\n".into());
+    };
+    let events = s.timeline.events(mac);
+    if events.is_empty() {
+        return text(StatusCode::NOT_FOUND, format!("no events for {mac}\n"));
+    }
+    axum::Json(serde_json::json!({ "mac": mac.to_string(), "events": events })).into_response()
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {

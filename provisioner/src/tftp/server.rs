@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::packet::{self, Packet};
 use super::session::{Failure, Limits, Session, Step};
 use crate::assets::{Asset, Assets};
+use crate::timeline::{Source, Timeline};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TftpError {
@@ -121,6 +122,7 @@ pub struct TftpServer {
     assets: Arc<Assets>,
     admission: Admission,
     limits: Limits,
+    timeline: Arc<Timeline>,
     pub stats: Arc<TftpStats>,
 }
 
@@ -130,6 +132,7 @@ impl TftpServer {
         assets: Arc<Assets>,
         admission: Admission,
         limits: Limits,
+        timeline: Arc<Timeline>,
     ) -> Result<TftpServer, TftpError> {
         let err = |source| TftpError::Bind { addr, source };
         let std = std::net::UdpSocket::bind(addr).map_err(err)?;
@@ -141,6 +144,7 @@ impl TftpServer {
             assets,
             admission,
             limits,
+            timeline,
             stats: Arc::default(),
         })
     }
@@ -205,6 +209,11 @@ impl TftpServer {
             }
             let Some(asset) = self.assets.tftp(filename) else {
                 tracing::info!(%peer, filename, "TFTP file not found");
+                self.timeline.record_peer(
+                    *peer.ip(),
+                    Source::Tftp,
+                    format!("RRQ {filename}: not found"),
+                );
                 refuse(packet::ERR_NOT_FOUND, "file not found", &mut out);
                 continue;
             };
@@ -224,15 +233,25 @@ impl TftpServer {
                 info.local
             };
             tracing::debug!(%peer, filename, ?options, "TFTP read");
+            self.timeline.record_peer(
+                *peer.ip(),
+                Source::Tftp,
+                format!("RRQ {filename} {}", describe(&options))
+                    .trim_end()
+                    .to_string(),
+            );
             transfers.spawn(transfer(
-                peer,
-                local,
-                asset.clone(),
-                options,
-                self.limits,
-                self.stats.clone(),
+                Job {
+                    peer,
+                    local,
+                    asset: asset.clone(),
+                    options,
+                    limits: self.limits,
+                    stats: self.stats.clone(),
+                    timeline: self.timeline.clone(),
+                    _slot: slot,
+                },
                 cancel.clone(),
-                slot,
             ));
         }
         transfers.shutdown().await;
@@ -260,24 +279,60 @@ fn admit(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn transfer(
+/// Options as the timeline shows them.
+fn describe(o: &packet::Requested) -> String {
+    let mut parts = Vec::new();
+    if let Some(b) = o.blksize {
+        parts.push(format!("blksize={b}"));
+    }
+    if let Some(w) = o.windowsize {
+        parts.push(format!("windowsize={w}"));
+    }
+    if o.tsize {
+        parts.push("tsize".to_string());
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("({})", parts.join(" "))
+    }
+}
+
+/// One admitted transfer and everything it needs.
+struct Job {
     peer: SocketAddrV4,
     local: Ipv4Addr,
     asset: Asset,
     options: packet::Requested,
     limits: Limits,
     stats: Arc<TftpStats>,
-    cancel: CancellationToken,
+    timeline: Arc<Timeline>,
     _slot: ClientSlot,
-) {
+}
+
+async fn transfer(job: Job, cancel: CancellationToken) {
     let started = Instant::now();
-    let name = asset.spec.name.as_str();
-    let result = run_transfer(peer, local, &asset, options, limits, &stats, &cancel).await;
+    let (peer, stats) = (job.peer, &job.stats);
+    let name = job.asset.spec.name.as_str();
+    let result = run_transfer(
+        peer,
+        job.local,
+        &job.asset,
+        job.options,
+        job.limits,
+        stats,
+        &cancel,
+    )
+    .await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     stats
         .duration_us
         .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    let summary = match &result {
+        Ok(bytes) => format!("sent {name}: {bytes} bytes in {elapsed_ms} ms"),
+        Err(end) => format!("{name}: {end:?} after {elapsed_ms} ms"),
+    };
+    job.timeline.record_peer(*peer.ip(), Source::Tftp, summary);
     match result {
         Ok(bytes) => {
             stats.transfers_done.fetch_add(1, Ordering::Relaxed);
@@ -378,17 +433,6 @@ async fn run_transfer(
             }
         }
     }
-}
-
-/// For tests: a server on loopback serving `assets`.
-#[doc(hidden)]
-pub fn bind_loopback(assets: Arc<Assets>) -> Result<TftpServer, TftpError> {
-    TftpServer::bind(
-        SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
-        assets,
-        Admission::default(),
-        Limits::default(),
-    )
 }
 
 #[cfg(test)]

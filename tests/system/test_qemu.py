@@ -1,0 +1,223 @@
+"""QEMU VMs that really network-boot through the hub: SeaBIOS + QEMU's iPXE ROM,
+OVMF's own PXE, OVMF's UEFI HTTP boot, and a BIOS VM in proxy mode beside dnsmasq.
+
+Each VM is plugged into the lab bridge through a tap device in the switch
+namespace and runs there (`ip netns exec <switch> qemu-system-x86_64 ...`), with
+its serial console in a file. The discovery initramfs prints
+`PROVISIONER-DISCOVERY-OK ip=<addr>` once it has a lease and `PROVISIONER-FETCH-OK`
+once it has fetched `<hub>/healthz`; we wait for those lines, then kill QEMU.
+
+Needs qemu-system-x86, ovmf and ipxe-qemu (Debian packages), and the real boot
+assets (boot-assets/fetch.sh and build-discovery.sh, run here once per module).
+No KVM is assumed: `-accel tcg`.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, REPO, Hub, sh
+from test_dhcp import HUB_ADDR, config, dnsmasq
+
+ASSETS = Path(os.environ.get("PROVISIONER_TEST_ASSETS", "/var/tmp/provisioner-test-assets"))
+QEMU = "qemu-system-x86_64"
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+BOOT_TIMEOUT = 120  # seconds per VM; a TCG boot takes 10-25 s
+HTTP = '[http]\nlisten = "0.0.0.0:8080"\n'
+
+OK = "PROVISIONER-DISCOVERY-OK"
+FETCH_OK = "PROVISIONER-FETCH-OK"
+FAILED = re.compile(r"PROVISIONER-(DISCOVERY|FETCH)-FAIL[^\n]*")
+
+
+@pytest.fixture(scope="module")
+def boot_assets():
+    """The iPXE binaries and the discovery kernel + initramfs, verified against the
+    manifest built into the hub (both scripts are idempotent)."""
+    if not shutil.which(QEMU):
+        pytest.fail(f"{QEMU} not found: apt-get install qemu-system-x86 ovmf ipxe-qemu")
+    env = dict(os.environ, BOOT_ASSETS_CACHE="/var/tmp/provisioner-deb-cache")
+    for script in ["fetch.sh", "build-discovery.sh"]:
+        r = sh("bash", str(REPO / "boot-assets" / script), str(ASSETS), check=False, timeout=600, env=env)
+        assert r.returncode == 0, f"boot-assets/{script} failed:\n{r.stdout}\n{r.stderr}"
+    return ASSETS
+
+
+class DebugHub(Hub):
+    """The lab hub, logging every DHCP decision and TFTP/HTTP request (debug)."""
+
+    def start(self, ready="DHCP listening"):
+        self.starts += 1
+        log = self.tmp / f"hub.{self.starts}.log"
+        self.log = log
+        self.proc = self.lab.spawn(
+            self.ns, [BIN, "--log", "info,provisioner=debug", "serve", "-c", str(self.config)], log)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"hub exited at start:\n{log.read_text()}")
+            if ready in log.read_text():
+                return self
+            time.sleep(0.1)
+        raise AssertionError(f"hub did not start:\n{log.read_text()}")
+
+
+def start_hub(lab, tmp_path, body):
+    hub_ns = lab.host("hub", f"{HUB_ADDR}/24")
+    return DebugHub(lab, hub_ns, tmp_path, body + f'[boot]\nassets_dir = "{ASSETS}"\n' + HTTP).start()
+
+
+def full_hub(lab, tmp_path, boot_assets):
+    return start_hub(lab, tmp_path, config())
+
+
+class Vm:
+    """One QEMU guest on the lab bridge. `firmware` is "bios" or "uefi"."""
+
+    def __init__(self, lab, tmp, name, mac, firmware, extra=()):
+        self.lab, self.name, self.mac = lab, name, mac
+        self.serial = Path(tmp) / f"{name}.serial"
+        self.serial.write_text("")
+        tap = f"t{lab.id}{name}"[:15]
+        sw = lab.switch
+        lab.ns(sw, "ip", "tuntap", "add", "dev", tap, "mode", "tap")
+        lab.ns(sw, "ip", "link", "set", tap, "master", "br0")
+        lab.ns(sw, "ip", "link", "set", tap, "up")
+        args = [QEMU, "-accel", "tcg", "-m", "256", "-smp", "1", "-display", "none", "-vga", "none",
+                "-monitor", "none", "-serial", f"file:{self.serial}", "-no-reboot",
+                "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no"]
+        if firmware == "bios":
+            # SeaBIOS runs the NIC's option ROM: QEMU's iPXE (ipxe-qemu's efi-virtio.rom).
+            args += ["-boot", "n", "-device", f"virtio-net-pci,netdev=n0,mac={mac}"]
+        else:
+            # OVMF's own virtio-net driver and PXE/HTTP stack: no iPXE option ROM
+            # (romfile=), so the only iPXE that runs is the one the hub serves.
+            vars_copy = Path(tmp) / f"{name}.OVMF_VARS.fd"
+            shutil.copyfile(OVMF_VARS, vars_copy)
+            args += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                     "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
+                     "-device", f"virtio-net-pci,netdev=n0,mac={mac},romfile=,bootindex=1"]
+        args += list(extra)
+        self.out = Path(tmp) / f"{name}.qemu.out"
+        with open(self.out, "w") as f:
+            self.proc = subprocess.Popen(["ip", "netns", "exec", sw, *args], stdin=subprocess.DEVNULL,
+                                         stdout=f, stderr=subprocess.STDOUT)
+        lab.procs.append(self.proc)  # the lab's teardown kills it if we do not
+        self.started = time.monotonic()
+
+    def text(self):
+        return self.serial.read_text(errors="replace")
+
+    def wait_for(self, marker, timeout=BOOT_TIMEOUT, hub=None):
+        """Waits for `marker` on the serial console; returns seconds since start."""
+        deadline = self.started + timeout
+        while time.monotonic() < deadline:
+            text = self.text()
+            if marker in text:
+                return time.monotonic() - self.started
+            bad = FAILED.search(text)
+            if bad or self.proc.poll() is not None:
+                why = bad.group(0) if bad else f"QEMU exited with {self.proc.returncode}"
+                self.fail(f"{why} before {marker}", hub)
+            time.sleep(0.25)
+        self.fail(f"no {marker} within {timeout} s", hub)
+
+    def fail(self, why, hub=None):
+        self.stop()
+        tail = self.text()[-4000:]
+        qemu = self.out.read_text(errors="replace")[-2000:]
+        hub_log = hub.logs()[-6000:] if hub else ""
+        pytest.fail(f"{self.name} ({self.mac}): {why}\n--- serial (tail)\n{tail}\n--- qemu\n{qemu}\n"
+                    f"--- hub log (tail)\n{hub_log}", pytrace=False)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def discovery_ip(self):
+        m = re.search(r"PROVISIONER-DISCOVERY-OK ip=(\S+)", self.text())
+        return m.group(1) if m else None
+
+
+def boot_to_discovery(vm, hub, lo, hi):
+    """Waits for both markers; checks the address is in [lo, hi] of 10.77.0.0/24."""
+    t_ok = vm.wait_for(OK, hub=hub)
+    t_fetch = vm.wait_for(FETCH_OK, timeout=t_ok + 30, hub=hub)
+    vm.stop()
+    ip = vm.discovery_ip()
+    assert ip and ip.startswith("10.77.0.") and lo <= int(ip.rsplit(".", 1)[1]) <= hi, \
+        f"{vm.name}: discovery address {ip} is not from 10.77.0.{lo}-{hi}"
+    print(f"{vm.name}: {OK} after {t_ok:.1f} s, {FETCH_OK} after {t_fetch:.1f} s, ip={ip}")
+    return ip
+
+
+def assert_bound(hub, mac, ip):
+    leases = hub.leases()
+    mine = [x for x in leases if x["mac"] == mac and x["state"] == "bound"]
+    assert mine, f"no bound lease for {mac}: {leases}"
+    assert ip in [x["address"] for x in mine], f"{ip} is not among {mac}'s bound leases: {leases}"
+
+
+def test_bios_seabios_ipxe_rom_boots_discovery(lab, tmp_path, boot_assets):
+    """(a) SeaBIOS + QEMU's iPXE ROM: our DHCP (full) sees user class iPXE and hands out
+    http://hub/boot.ipxe; the script boots the discovery kernel + initramfs."""
+    hub = full_hub(lab, tmp_path, boot_assets)
+    mac = "52:54:00:77:00:0a"
+    vm = Vm(lab, tmp_path, "bios", mac, "bios")
+    ip = boot_to_discovery(vm, hub, 100, 150)
+    assert_bound(hub, mac, ip)
+    log = hub.logs()
+    assert "machine script: discovery" in log and "Pcbios" in log, "the iPXE ROM fetched its script over HTTP"
+
+
+def test_uefi_ovmf_pxe_tftp_ipxe_boots_discovery(lab, tmp_path, boot_assets):
+    """(b) OVMF's own PXE: DHCP gives ipxe.efi over TFTP (OVMF's tsize probe is
+    aborted with an ERROR, then the real transfer), iPXE fetches the HTTP script."""
+    hub = full_hub(lab, tmp_path, boot_assets)
+    mac = "52:54:00:77:00:0b"
+    # No HTTP boot attempts before PXE: IPv4 PXE is what this case is about.
+    vm = Vm(lab, tmp_path, "uefipxe", mac, "uefi",
+            ["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"])
+    ip = boot_to_discovery(vm, hub, 100, 150)
+    assert_bound(hub, mac, ip)
+    log = hub.logs()
+    assert re.search(r"TFTP transfer complete.*file=ipxe.efi", log), "ipxe.efi went over TFTP"
+    assert "machine script: discovery" in log and "Efi" in log
+
+
+def test_uefi_http_boot_boots_discovery(lab, tmp_path, boot_assets):
+    """(c) OVMF as HTTPClient: DHCP answers with http://hub:8080/boot/ipxe.efi; OVMF
+    downloads and starts it; iPXE fetches the script. PXE is switched off in OVMF
+    through its fw_cfg knobs, so the boot manager's network entries are HTTP only."""
+    hub = full_hub(lab, tmp_path, boot_assets)
+    mac = "52:54:00:77:00:0c"
+    vm = Vm(lab, tmp_path, "uefihttp", mac, "uefi",
+            ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+             "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"])
+    ip = boot_to_discovery(vm, hub, 100, 150)
+    assert_bound(hub, mac, ip)
+    log = hub.logs()
+    assert "HTTPClient" in log or "HttpUefiX64" in log, "the hub classified an HTTP boot client"
+    assert not re.search(r"TFTP transfer complete.*file=ipxe.efi", log), "no TFTP on the HTTP boot path"
+
+
+def test_proxy_mode_beside_dnsmasq_bios_boots_discovery(lab, tmp_path, boot_assets):
+    """(d) The hub in proxy mode beside dnsmasq, which hands out the addresses; a BIOS
+    VM's iPXE ROM takes its address from dnsmasq and the boot file from the hub."""
+    dns_ns = lab.host("dns", "10.77.0.2/24")
+    dnsmasq(lab, dns_ns, tmp_path)
+    hub = start_hub(lab, tmp_path, '[dhcp]\nmode = "proxy"\ninterfaces = ["eth0"]\n')
+    mac = "52:54:00:77:00:0d"
+    vm = Vm(lab, tmp_path, "proxy", mac, "bios")
+    ip = boot_to_discovery(vm, hub, 10, 50)
+    leases = (tmp_path / "dnsmasq.leases").read_text()
+    assert any(line.split()[1:3] == [mac, ip] for line in leases.splitlines()), \
+        f"dnsmasq has no lease {ip} for {mac}:\n{leases}"
+    assert hub.leases() == [], "a proxy never assigns addresses"
