@@ -38,6 +38,7 @@ pub struct App {
     tftp: Option<TftpServer>,
     http: Option<HttpServer>,
     store: EmbeddedStore,
+    timeline: Arc<Timeline>,
 }
 
 /// Loads the manifest (embedded or configured) and verifies the assets it lists.
@@ -95,7 +96,7 @@ impl App {
                 tftp: tftp.as_ref().map(|t| t.stats.clone()),
                 http: Arc::default(),
             };
-            let server = HttpServer::bind(config.http.listen, assets, metrics, timeline)?;
+            let server = HttpServer::bind(config.http.listen, assets, metrics, timeline.clone())?;
             tracing::info!(listen = %config.http.listen, "HTTP listening");
             Some(server)
         } else {
@@ -106,7 +107,13 @@ impl App {
             tftp,
             http,
             store,
+            timeline,
         })
+    }
+
+    /// The boot timeline the services record into.
+    pub fn timeline(&self) -> Arc<Timeline> {
+        self.timeline.clone()
     }
 
     /// Runs until `cancel` fires or a service fails.

@@ -6,6 +6,7 @@ pub mod boot;
 pub mod config;
 pub mod dhcp;
 pub mod http;
+pub mod lab;
 pub mod metrics;
 pub mod store;
 pub mod tftp;

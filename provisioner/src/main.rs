@@ -46,6 +46,18 @@ enum Command {
         #[command(subcommand)]
         command: LeasesCommand,
     },
+    /// See it work: boot a QEMU VM through a hub in an isolated network namespace,
+    /// print its console markers and boot timeline, and clean up.
+    Lab {
+        /// Directory with the boot assets (boot-assets/fetch.sh and build-discovery.sh).
+        #[arg(long, default_value = "/var/lib/provisioner/assets")]
+        assets: PathBuf,
+        #[arg(long, value_enum, default_value = "bios")]
+        firmware: provisioner::lab::LabFirmware,
+        /// Give up after this many seconds.
+        #[arg(long, default_value = "240")]
+        timeout: u64,
+    },
     /// Machines seen booting, and their boot timelines (asks the running hub).
     Machines {
         #[command(subcommand)]
@@ -113,6 +125,17 @@ fn main() -> anyhow::Result<()> {
             command: LeasesCommand::List { config, json },
         } => list_leases(&config, json),
         Command::Machines { command } => machines(command),
+        // Runs before any thread exists: it moves the process into a new network namespace.
+        Command::Lab {
+            assets,
+            firmware,
+            timeout,
+        } => provisioner::lab::run(provisioner::lab::LabOptions {
+            assets,
+            firmware,
+            timeout: std::time::Duration::from_secs(timeout),
+        })
+        .map_err(anyhow::Error::from),
     }
 }
 

@@ -47,8 +47,9 @@ pub struct MachineQuery {
     pub mac: [u8; 6],
     pub uuid: Option<String>,
     pub serial: Option<String>,
-    pub buildarch: BuildArch,
-    pub platform: Platform,
+    /// `None` when iPXE left it empty (Debian 12's 2019 iPXE has no `buildarch`).
+    pub buildarch: Option<BuildArch>,
+    pub platform: Option<Platform>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,19 +157,21 @@ pub fn parse_query(query: &str) -> Result<MachineQuery, QueryError> {
                 serial = Some(v.trim().to_string());
             }
             "buildarch" => {
-                buildarch = Some(match v.as_str() {
-                    "i386" => BuildArch::I386,
-                    "x86_64" => BuildArch::X86_64,
-                    "arm64" => BuildArch::Arm64,
+                buildarch = match v.as_str() {
+                    "" => None,
+                    "i386" => Some(BuildArch::I386),
+                    "x86_64" => Some(BuildArch::X86_64),
+                    "arm64" => Some(BuildArch::Arm64),
                     _ => return Err(QueryError::BadBuildArch),
-                })
+                }
             }
             _ => {
-                platform = Some(match v.as_str() {
-                    "pcbios" => Platform::Pcbios,
-                    "efi" => Platform::Efi,
+                platform = match v.as_str() {
+                    "" => None,
+                    "pcbios" => Some(Platform::Pcbios),
+                    "efi" => Some(Platform::Efi),
                     _ => return Err(QueryError::BadPlatform),
-                })
+                }
             }
         }
     }
@@ -176,8 +179,8 @@ pub fn parse_query(query: &str) -> Result<MachineQuery, QueryError> {
         mac: mac.ok_or(QueryError::MissingMac)?,
         uuid: uuid.filter(|u| !u.is_empty()),
         serial: serial.filter(|s| !s.is_empty()),
-        buildarch: buildarch.ok_or(QueryError::BadBuildArch)?,
-        platform: platform.ok_or(QueryError::BadPlatform)?,
+        buildarch,
+        platform,
     })
 }
 
@@ -186,7 +189,8 @@ pub fn parse_query(query: &str) -> Result<MachineQuery, QueryError> {
 pub struct Discovery<'a> {
     /// `http://host:port` as the machine reached us.
     pub base: &'a str,
-    pub platform: Platform,
+    /// `None` (unknown): both BIOS and UEFI measures are taken; each is harmless on the other.
+    pub platform: Option<Platform>,
     /// False when the discovery image is not among the verified assets.
     pub available: bool,
     pub console: &'a str,
@@ -208,10 +212,10 @@ pub fn discovery_script(d: &Discovery<'_>) -> String {
     let base = d.base;
     let initrd_name = DISCOVERY_INITRD.rsplit('/').next().unwrap_or("initrd");
     let mut args = format!("console={} provisioner.url={base}", d.console);
-    if d.platform == Platform::Efi {
+    if d.platform != Some(Platform::Pcbios) {
         args = format!("initrd={initrd_name} {args}");
     }
-    if d.platform == Platform::Pcbios {
+    if d.platform != Some(Platform::Efi) {
         s.push_str("imgfree\n");
     }
     let _ = writeln!(s, "kernel {base}{DISCOVERY_KERNEL} {args}");
@@ -238,8 +242,8 @@ mod tests {
             mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
             uuid: Some("11111111-2222-3333-4444-555555555555".into()),
             serial: Some("SER 123".into()),
-            buildarch: BuildArch::X86_64,
-            platform: Platform::Efi,
+            buildarch: Some(BuildArch::X86_64),
+            platform: Some(Platform::Efi),
         };
         let full = "mac=52-54-00-12-34-56&uuid=11111111-2222-3333-4444-555555555555&serial=SER%20123&buildarch=x86_64&platform=efi";
         let cases: Vec<(&str, String, Result<MachineQuery, QueryError>)> = vec![
@@ -260,8 +264,8 @@ mod tests {
                 Ok(MachineQuery {
                     uuid: None,
                     serial: None,
-                    buildarch: BuildArch::I386,
-                    platform: Platform::Pcbios,
+                    buildarch: Some(BuildArch::I386),
+                    platform: Some(Platform::Pcbios),
                     ..ok.clone()
                 }),
             ),
@@ -326,7 +330,7 @@ mod tests {
     fn discovery_scripts_per_platform() {
         let bios = discovery_script(&Discovery {
             base: "http://10.0.0.1:8080",
-            platform: Platform::Pcbios,
+            platform: Some(Platform::Pcbios),
             available: true,
             console: "ttyS0",
         });
@@ -336,7 +340,7 @@ mod tests {
         );
         let efi = discovery_script(&Discovery {
             base: "http://10.0.0.1:8080",
-            platform: Platform::Efi,
+            platform: Some(Platform::Efi),
             available: true,
             console: "ttyS0",
         });
@@ -346,11 +350,21 @@ mod tests {
         ));
         let none = discovery_script(&Discovery {
             base: "x",
-            platform: Platform::Efi,
+            platform: Some(Platform::Efi),
             available: false,
             console: "ttyS0",
         });
         assert!(none.contains("exit 1") && !none.contains("kernel"));
+        let unknown = discovery_script(&Discovery {
+            base: "http://h",
+            platform: None,
+            available: true,
+            console: "ttyS0",
+        });
+        assert!(
+            unknown.contains("imgfree") && unknown.contains("initrd=discovery-initramfs.gz"),
+            "unknown platform: both"
+        );
     }
 
     #[test]
