@@ -1,60 +1,26 @@
 #!/usr/bin/env bash
 # See the hub work on this machine without touching its real network: builds the
-# hub, creates an isolated network-namespace lab (hub + one client on a private
-# veth link), serves DHCP there with an embedded default config, and lets a real
-# client (busybox udhcpc) get a lease. Everything is torn down on exit.
-# Usage: scripts/demo.sh [--keep]   (--keep: leave the hub running until Ctrl-C)
+# hub, fetches the iPXE binaries and builds the discovery image (both verified
+# against boot-assets/manifest.toml), then `provisioner lab` boots a QEMU VM
+# through a hub in a private network namespace (DHCP -> iPXE -> HTTP script ->
+# kernel + initramfs -> the booted VM fetches from the hub) and prints the VM's
+# boot timeline. The namespace disappears with the process.
+# Usage: scripts/demo.sh [--firmware bios|uefi]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 need_root "the demo"
 need_cargo
-apt_install iproute2 busybox
+apt_install iproute2 qemu-system-x86 ipxe-qemu ovmf cpio gzip
 
+ASSETS=${PROVISIONER_ASSETS:-/var/lib/provisioner/assets}
+export BOOT_ASSETS_CACHE=${BOOT_ASSETS_CACHE:-/var/cache/provisioner/debs}
+echo "== boot assets in $ASSETS"
+bash boot-assets/fetch.sh "$ASSETS"
+bash boot-assets/build-discovery.sh "$ASSETS"
+
+echo "== building the hub"
 cargo build --release -p provisioner --locked -q
-BIN="$PWD/target/release/provisioner"
-ID=$$
-HUB="pvdemo$ID-hub"; CLI="pvdemo$ID-cli"
-WORK=$(mktemp -d /var/tmp/provisioner-demo.XXXXXX)
-HUB_PID=""
-cleanup() {
-  [ -n "$HUB_PID" ] && kill "$HUB_PID" 2>/dev/null && wait "$HUB_PID" 2>/dev/null || true
-  ip netns del "$HUB" 2>/dev/null || true
-  ip netns del "$CLI" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 
-ip netns add "$HUB"; ip netns add "$CLI"
-ip link add eth0 netns "$HUB" type veth peer name eth0 netns "$CLI"
-for ns in "$HUB" "$CLI"; do
-  ip netns exec "$ns" ip link set lo up
-  ip netns exec "$ns" ip link set eth0 up
-done
-ip netns exec "$HUB" ip addr add 10.77.0.1/24 dev eth0
-
-cat > "$WORK/hub.toml" <<CFG
-state_dir = "$WORK/state"
-[dhcp]
-mode = "full"
-interfaces = ["eth0"]
-lease_key = "mac"
-[[dhcp.subnet]]
-network = "10.77.0.0/24"
-pools = [{ start = "10.77.0.100", end = "10.77.0.200" }]
-routers = ["10.77.0.1"]
-dns = ["10.77.0.1"]
-CFG
-
-echo "== hub: provisioner serve (full DHCP on an isolated lab link 10.77.0.0/24)"
-ip netns exec "$HUB" "$BIN" serve -c "$WORK/hub.toml" &
-HUB_PID=$!
-sleep 1
-echo "== client: busybox udhcpc"
-ip netns exec "$CLI" busybox udhcpc -i eth0 -q -n -t 5 -T 1 -s /bin/true
-echo "== provisioner leases list"
-"$BIN" leases list -c "$WORK/hub.toml"
-if [ "${1:-}" = "--keep" ]; then
-  echo "hub running in namespace $HUB; Ctrl-C to stop"
-  wait "$HUB_PID"
-fi
+echo "== provisioner lab"
+exec target/release/provisioner --log warn lab --assets "$ASSETS" "$@"

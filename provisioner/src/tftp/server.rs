@@ -330,7 +330,12 @@ async fn transfer(job: Job, cancel: CancellationToken) {
         .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     let summary = match &result {
         Ok(bytes) => format!("sent {name}: {bytes} bytes in {elapsed_ms} ms"),
-        Err(end) => format!("{name}: {end:?} after {elapsed_ms} ms"),
+        Err(TransferEnd::Failed(Failure::ClientAbort { code })) => {
+            format!("{name}: client ended the transfer (ERROR {code}) after {elapsed_ms} ms")
+        }
+        Err(TransferEnd::Failed(f)) => format!("{name}: failed ({f:?}) after {elapsed_ms} ms"),
+        Err(TransferEnd::Io(e)) => format!("{name}: failed ({e}) after {elapsed_ms} ms"),
+        Err(TransferEnd::Cancelled) => format!("{name}: cancelled (hub stopping)"),
     };
     job.timeline.record_peer(*peer.ip(), Source::Tftp, summary);
     match result {
