@@ -125,11 +125,11 @@ class Hub:
         self.proc = None
         self.starts = 0
 
-    def start(self, ready="DHCP listening"):
+    def start(self, ready="DHCP listening", log_filter="info,provisioner::dhcp=debug"):
         self.starts += 1
         log = self.tmp / f"hub.{self.starts}.log"
         self.log = log
-        self.proc = self.lab.spawn(self.ns, [BIN, "--log", "info,provisioner::dhcp=debug", "serve", "-c", str(self.config)], log)
+        self.proc = self.lab.spawn(self.ns, [BIN, "--log", log_filter, "serve", "-c", str(self.config)], log)
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -1,11 +1,14 @@
 """QEMU VMs that really network-boot through the hub: SeaBIOS + QEMU's iPXE ROM,
-OVMF's own PXE, OVMF's UEFI HTTP boot, and a BIOS VM in proxy mode beside dnsmasq.
+OVMF's own PXE, OVMF's UEFI HTTP boot, a BIOS VM in proxy mode beside dnsmasq, and a
+BIOS VM with an SMBIOS UUID and serial number like a real server.
 
 Each VM is plugged into the lab bridge through a tap device in the switch
 namespace and runs there (`ip netns exec <switch> qemu-system-x86_64 ...`), with
 its serial console in a file. The discovery initramfs prints
 `PROVISIONER-DISCOVERY-OK ip=<addr>` once it has a lease and `PROVISIONER-FETCH-OK`
 once it has fetched `<hub>/healthz`; we wait for those lines, then kill QEMU.
+Known dead ends (a 400 for the machine script, ignored ProxyDHCP ACKs, OVMF in its
+shell) fail the test at once with what is known about the cause.
 
 Needs qemu-system-x86, ovmf and ipxe-qemu (Debian packages), and the real boot
 assets (boot-assets/fetch.sh and build-discovery.sh, run here once per module).
@@ -21,14 +24,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, REPO, Hub, sh
+from conftest import REPO, Hub, sh
 from test_dhcp import HUB_ADDR, config, dnsmasq
 
 ASSETS = Path(os.environ.get("PROVISIONER_TEST_ASSETS", "/var/tmp/provisioner-test-assets"))
 QEMU = "qemu-system-x86_64"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
-BOOT_TIMEOUT = 120  # seconds per VM; a TCG boot takes 10-25 s
+VIRTIO_ROM = Path("/usr/lib/ipxe/qemu/efi-virtio.rom")  # QEMU's iPXE option ROM for virtio-net (ipxe-qemu)
+BOOT_TIMEOUT = 120  # seconds per VM; here a TCG boot takes 25-40 s (iPXE waits ~16 s for an IPv6 RA)
 HTTP = '[http]\nlisten = "0.0.0.0:8080"\n'
 
 OK = "PROVISIONER-DISCOVERY-OK"
@@ -40,8 +44,9 @@ FAILED = re.compile(r"PROVISIONER-(DISCOVERY|FETCH)-FAIL[^\n]*")
 def boot_assets():
     """The iPXE binaries and the discovery kernel + initramfs, verified against the
     manifest built into the hub (both scripts are idempotent)."""
-    if not shutil.which(QEMU):
-        pytest.fail(f"{QEMU} not found: apt-get install qemu-system-x86 ovmf ipxe-qemu")
+    missing = [str(f) for f in [OVMF_CODE, OVMF_VARS, VIRTIO_ROM] if not f.exists()]
+    if not shutil.which(QEMU) or missing:
+        pytest.fail(f"{QEMU} or {missing} not found: apt-get install qemu-system-x86 ovmf ipxe-qemu")
     env = dict(os.environ, BOOT_ASSETS_CACHE="/var/tmp/provisioner-deb-cache")
     for script in ["fetch.sh", "build-discovery.sh"]:
         r = sh("bash", str(REPO / "boot-assets" / script), str(ASSETS), check=False, timeout=600, env=env)
@@ -49,32 +54,46 @@ def boot_assets():
     return ASSETS
 
 
-class DebugHub(Hub):
-    """The lab hub, logging every DHCP decision and TFTP/HTTP request (debug)."""
-
-    def start(self, ready="DHCP listening"):
-        self.starts += 1
-        log = self.tmp / f"hub.{self.starts}.log"
-        self.log = log
-        self.proc = self.lab.spawn(
-            self.ns, [BIN, "--log", "info,provisioner=debug", "serve", "-c", str(self.config)], log)
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"hub exited at start:\n{log.read_text()}")
-            if ready in log.read_text():
-                return self
-            time.sleep(0.1)
-        raise AssertionError(f"hub did not start:\n{log.read_text()}")
-
-
 def start_hub(lab, tmp_path, body):
     hub_ns = lab.host("hub", f"{HUB_ADDR}/24")
-    return DebugHub(lab, hub_ns, tmp_path, body + f'[boot]\nassets_dir = "{ASSETS}"\n' + HTTP).start()
+    # Every DHCP decision and TFTP/HTTP request logged, for the failure messages.
+    hub = Hub(lab, hub_ns, tmp_path, body + f'[boot]\nassets_dir = "{ASSETS}"\n' + HTTP)
+    return hub.start(log_filter="info,provisioner=debug")
 
 
-def full_hub(lab, tmp_path, boot_assets):
+def full_hub(lab, tmp_path):
+    """Full mode, pool 10.77.0.100-150 (test_dhcp.config())."""
     return start_hub(lab, tmp_path, config())
+
+
+# Known dead ends, recognised early so that a broken boot fails in seconds, not
+# after BOOT_TIMEOUT, with what we know about the cause.
+BAD_SCRIPT_QUERY = (
+    "the hub answered 400 to the /ipxe?... request iPXE built from /boot.ipxe ({line}); iPXE retries "
+    "every 10 s forever. Known cause with Debian's iPXE 1.0.0+git-20190125 (and current iPXE): "
+    "`${{uuid:uristring}}` percent-encodes the 16 raw SMBIOS UUID bytes, not the UUID text: a real UUID "
+    "arrives as 16 bytes (BadUuid); QEMU's all-zero UUID becomes %00..., which iPXE's own URI parser "
+    "decodes back to NUL, cutting the request right after `uuid=` (no serial, buildarch, platform). "
+    "`${{uuid}}` gives the canonical 36-character text.")
+PROXY_ACK_IGNORED = (
+    "iPXE keeps repeating its ProxyDHCP REQUEST to port 4011 although the hub ACKed it {n} times. Known cause: iPXE "
+    "(src/net/udp/dhcp.c dhcp_has_pxeopts, since 2015) only accepts a ProxyDHCP offer/ACK with a boot "
+    "file name AND a non-zero siaddr (or a PXE boot menu); the hub's replies to iPXE carry the "
+    "http://.../boot.ipxe URL with siaddr 0.0.0.0. After the ProxyDHCP timeout iPXE has no file name.")
+
+
+def stuck(serial, hub_log, mac):
+    """Why this boot cannot succeed any more, or None."""
+    for line in hub_log.splitlines():
+        if "bad machine-script query" in line:
+            return BAD_SCRIPT_QUERY.format(line=line.split("provisioner::http::server: ")[-1])
+    acks = [line for line in hub_log.splitlines()
+            if f"mac={mac}" in line and "kind=Ack" in line and "yiaddr=0.0.0.0" in line]
+    if len(acks) >= 3 and "mode=Proxy" in hub_log:
+        return PROXY_ACK_IGNORED.format(n=len(acks))
+    if "EFI Internal Shell" in serial:
+        return "OVMF fell through to its UEFI shell: every network boot option failed (see the serial log)"
+    return None
 
 
 class Vm:
@@ -115,16 +134,21 @@ class Vm:
         return self.serial.read_text(errors="replace")
 
     def wait_for(self, marker, timeout=BOOT_TIMEOUT, hub=None):
-        """Waits for `marker` on the serial console; returns seconds since start."""
+        """Waits for `marker` on the serial console; returns seconds since start.
+        Fails early when the boot is known to be stuck (see `stuck`)."""
         deadline = self.started + timeout
         while time.monotonic() < deadline:
             text = self.text()
             if marker in text:
                 return time.monotonic() - self.started
             bad = FAILED.search(text)
-            if bad or self.proc.poll() is not None:
-                why = bad.group(0) if bad else f"QEMU exited with {self.proc.returncode}"
-                self.fail(f"{why} before {marker}", hub)
+            if bad:
+                self.fail(f"{bad.group(0)} before {marker}", hub)
+            if self.proc.poll() is not None:
+                self.fail(f"QEMU exited with {self.proc.returncode} before {marker}", hub)
+            why = stuck(text, hub.logs() if hub else "", self.mac)
+            if why:
+                self.fail(f"stuck before {marker}: {why}", hub)
             time.sleep(0.25)
         self.fail(f"no {marker} within {timeout} s", hub)
 
@@ -165,38 +189,50 @@ def assert_bound(hub, mac, ip):
     assert ip in [x["address"] for x in mine], f"{ip} is not among {mac}'s bound leases: {leases}"
 
 
+def script_served(log, mac):
+    return re.search(rf"machine script: discovery mac={re.escape(mac)} ", log)
+
+
 def test_bios_seabios_ipxe_rom_boots_discovery(lab, tmp_path, boot_assets):
     """(a) SeaBIOS + QEMU's iPXE ROM: our DHCP (full) sees user class iPXE and hands out
     http://hub/boot.ipxe; the script boots the discovery kernel + initramfs."""
-    hub = full_hub(lab, tmp_path, boot_assets)
+    hub = full_hub(lab, tmp_path)
     mac = "52:54:00:77:00:0a"
     vm = Vm(lab, tmp_path, "bios", mac, "bios")
     ip = boot_to_discovery(vm, hub, 100, 150)
     assert_bound(hub, mac, ip)
     log = hub.logs()
-    assert "machine script: discovery" in log and "Pcbios" in log, "the iPXE ROM fetched its script over HTTP"
+    assert f"mac={mac}" in log and "firmware=Some(Ipxe)" in log, "the ROM's DHCP request was classified as iPXE"
+    assert script_served(log, mac), "the ROM fetched its machine script over HTTP"
 
 
 def test_uefi_ovmf_pxe_tftp_ipxe_boots_discovery(lab, tmp_path, boot_assets):
     """(b) OVMF's own PXE: DHCP gives ipxe.efi over TFTP (OVMF's tsize probe is
     aborted with an ERROR, then the real transfer), iPXE fetches the HTTP script."""
-    hub = full_hub(lab, tmp_path, boot_assets)
+    hub = full_hub(lab, tmp_path)
     mac = "52:54:00:77:00:0b"
-    # No HTTP boot attempts before PXE: IPv4 PXE is what this case is about.
+    # Without IPv6 PXE, a failed IPv4 PXE falls through to HTTP boot and then the
+    # UEFI shell at once (which `stuck` reports) instead of waiting for DHCPv6.
     vm = Vm(lab, tmp_path, "uefipxe", mac, "uefi",
             ["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"])
     ip = boot_to_discovery(vm, hub, 100, 150)
     assert_bound(hub, mac, ip)
     log = hub.logs()
-    assert re.search(r"TFTP transfer complete.*file=ipxe.efi", log), "ipxe.efi went over TFTP"
-    assert "machine script: discovery" in log and "Efi" in log
+    assert "firmware=Some(UefiX64)" in log, "OVMF's DHCP request was classified as UEFI x64 PXE"
+    assert re.search(r'TFTP transfer aborted by client .*file="?ipxe\.efi"? code=8', log), \
+        "OVMF's tsize probe (aborted with an ERROR) ended that transfer"
+    assert re.search(r'TFTP transfer complete .*file="?ipxe\.efi"? bytes=850528', log), "ipxe.efi went over TFTP"
+    assert script_served(log, mac), "iPXE fetched its machine script over HTTP"
 
 
 def test_uefi_http_boot_boots_discovery(lab, tmp_path, boot_assets):
     """(c) OVMF as HTTPClient: DHCP answers with http://hub:8080/boot/ipxe.efi; OVMF
-    downloads and starts it; iPXE fetches the script. PXE is switched off in OVMF
-    through its fw_cfg knobs, so the boot manager's network entries are HTTP only."""
-    hub = full_hub(lab, tmp_path, boot_assets)
+    downloads (HEAD, then GET) and starts it; iPXE fetches the script.
+
+    Steering: OVMF's fw_cfg knobs opt/org.tianocore/IPv4PXESupport and IPv6PXESupport
+    (OvmfPkg PxeBcPcdProducerLib) set to "n" remove the PXE boot options, so with
+    bootindex=1 on the NIC the first boot option is "UEFI HTTPv4"."""
+    hub = full_hub(lab, tmp_path)
     mac = "52:54:00:77:00:0c"
     vm = Vm(lab, tmp_path, "uefihttp", mac, "uefi",
             ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
@@ -204,8 +240,10 @@ def test_uefi_http_boot_boots_discovery(lab, tmp_path, boot_assets):
     ip = boot_to_discovery(vm, hub, 100, 150)
     assert_bound(hub, mac, ip)
     log = hub.logs()
-    assert "HTTPClient" in log or "HttpUefiX64" in log, "the hub classified an HTTP boot client"
-    assert not re.search(r"TFTP transfer complete.*file=ipxe.efi", log), "no TFTP on the HTTP boot path"
+    assert "firmware=Some(HttpUefiX64)" in log, "OVMF's DHCP request was classified as UEFI HTTP boot"
+    assert "TFTP read" not in log, "no TFTP on the HTTP boot path"
+    assert "Start HTTP Boot over IPv4" in vm.text() and "File Size: 850528" in vm.text(), "OVMF fetched ipxe.efi"
+    assert script_served(log, mac), "iPXE fetched its machine script over HTTP"
 
 
 def test_proxy_mode_beside_dnsmasq_bios_boots_discovery(lab, tmp_path, boot_assets):
@@ -221,3 +259,21 @@ def test_proxy_mode_beside_dnsmasq_bios_boots_discovery(lab, tmp_path, boot_asse
     assert any(line.split()[1:3] == [mac, ip] for line in leases.splitlines()), \
         f"dnsmasq has no lease {ip} for {mac}:\n{leases}"
     assert hub.leases() == [], "a proxy never assigns addresses"
+    assert script_served(hub.logs(), mac), "the ROM fetched its machine script from the hub"
+
+
+def test_bios_vm_with_smbios_uuid_and_serial_is_identified(lab, tmp_path, boot_assets):
+    """Like (a), but the VM has an SMBIOS UUID and serial number, as every real server
+    does (QEMU's default is an all-zero UUID and no serial): the hub must boot it and
+    see both exactly."""
+    hub = full_hub(lab, tmp_path)
+    mac = "52:54:00:77:00:0e"
+    uuid, serial = "4c4c4544-0042-3510-8052-b3c04f4e3232", "CZJ1234567"
+    vm = Vm(lab, tmp_path, "biosuuid", mac, "bios", ["-uuid", uuid, "-smbios", f"type=1,serial={serial}"])
+    ip = boot_to_discovery(vm, hub, 100, 150)
+    assert_bound(hub, mac, ip)
+    line = script_served(hub.logs(), mac)
+    assert line, "the ROM fetched its machine script over HTTP"
+    text = hub.logs()[line.start():].splitlines()[0]
+    assert f'uuid=Some("{uuid}")' in text and f'serial=Some("{serial}")' in text, text
+    assert "platform=Some(Pcbios)" in text, text

@@ -763,13 +763,13 @@ fn add_boot(
 ) -> bool {
     let http_client = classify::is_http_client(req.msg);
     let file = match boot.target(firmware) {
-        Some(BootTarget::Tftp(name)) => {
-            m.set_siaddr(server);
-            name.to_string()
-        }
+        Some(BootTarget::Tftp(name)) => name.to_string(),
         Some(BootTarget::Http(path)) => boot.url(server, path),
         None => return false,
     };
+    // Always name ourselves as next server: iPXE ignores a (proxy) offer's boot file
+    // unless siaddr is set too (iPXE dhcp.c `dhcp_has_pxeopts`), even for an HTTP URL.
+    m.set_siaddr(server);
     // The `file` field holds 128 bytes including the terminating NUL (RFC 2131 §2);
     // a longer name goes in option 67 only. (dhcproto panics past 128.)
     let fits = file.len() < 128;

@@ -797,6 +797,11 @@ fn boot_file_by_client_class_in_full_mode() {
         if let Some(s) = siaddr {
             assert_eq!(offer.siaddr(), s, "case {name}: next-server");
         }
+        assert_eq!(
+            offer.siaddr(),
+            LOCAL,
+            "case {name}: siaddr always names the hub (iPXE needs it)"
+        );
         match vendor {
             Some(v) => assert_eq!(
                 opt(&offer, OptionCode::ClassIdentifier),
@@ -875,6 +880,19 @@ fn proxy_mode_answers_boot_clients_without_an_address() {
             }
         }
     }
+    // iPXE in proxy mode: HTTP script URL, with siaddr set, or iPXE ignores the offer.
+    let mut st = State::default();
+    let mut v = pxe(0);
+    v.push(DhcpOption::UserClass(b"iPXE".to_vec()));
+    let (offer, _) = reply(&run(
+        &c,
+        &mut st,
+        &with(req(MessageType::Discover, 1), v),
+        arrival_bcast(),
+        NOW,
+    ));
+    assert_eq!(file(&offer), Some(&b"http://10.0.0.1:8080/boot.ipxe"[..]));
+    assert_eq!(offer.siaddr(), LOCAL, "iPXE dhcp_has_pxeopts needs siaddr");
     // REQUESTs on 67 belong to the other server.
     let mut st = State::default();
     let r = with(req(MessageType::Request, 1), pxe(0));

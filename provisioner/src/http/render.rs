@@ -14,13 +14,14 @@ pub const DISCOVERY_INITRD: &str = "/boot/discovery-initramfs.gz";
 
 /// The entry script. Relative URL: iPXE resolves it against this script's URI, so
 /// the same script works whatever address the machine reached us at. `:uristring`
-/// makes iPXE URL-encode values (serials contain spaces); `:hexhyp` gives a MAC
-/// with hyphens.
+/// URL-encodes the serial (serials contain spaces); it must not be applied to
+/// `${uuid}`, whose type would then encode the 16 raw bytes (a NUL truncates the
+/// request) instead of the 36-character text. `:hexhyp` gives a MAC with hyphens.
 pub fn boot_script() -> String {
     format!(
         "#!ipxe\n\
          echo provisioner: ${{net0/mac}} ${{platform}}/${{buildarch}}\n\
-         chain {MACHINE_SCRIPT_PATH}?mac=${{net0/mac:hexhyp}}&uuid=${{uuid:uristring}}&serial=${{serial:uristring}}&buildarch=${{buildarch:uristring}}&platform=${{platform:uristring}} || goto failed\n\
+         chain {MACHINE_SCRIPT_PATH}?mac=${{net0/mac:hexhyp}}&uuid=${{uuid}}&serial=${{serial:uristring}}&buildarch=${{buildarch}}&platform=${{platform}} || goto failed\n\
          :failed\n\
          echo provisioner: could not fetch the machine script; retrying in 10 s\n\
          sleep 10\n\
@@ -372,8 +373,12 @@ mod tests {
         let s = boot_script();
         assert!(s.starts_with("#!ipxe\n"));
         assert!(s.contains(
-            "chain /ipxe?mac=${net0/mac:hexhyp}&uuid=${uuid:uristring}&serial=${serial:uristring}"
+            "chain /ipxe?mac=${net0/mac:hexhyp}&uuid=${uuid}&serial=${serial:uristring}&buildarch=${buildarch}&platform=${platform}"
         ));
+        assert!(
+            !s.contains("uuid:"),
+            "a typed uuid would be encoded as raw bytes"
+        );
     }
 
     #[test]

@@ -152,7 +152,7 @@ async fn machine_script(
         Ok(q) => q,
         Err(error) => {
             s.metrics.http.bad_request.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(%peer, ?error, "bad machine-script query");
+            tracing::info!(%peer, ?error, query = query.as_deref().unwrap_or(""), "bad machine-script query");
             done(&s.metrics.http, t);
             return text(
                 StatusCode::BAD_REQUEST,
