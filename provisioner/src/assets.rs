@@ -82,7 +82,15 @@ pub struct RawAsset {
 pub struct Asset {
     pub spec: RawAsset,
     pub path: PathBuf,
+    /// The verified bytes, for files small enough to keep in memory: served from
+    /// here, they are exactly what was hashed, and no file I/O sits on the hot path.
+    pub data: Option<bytes::Bytes>,
 }
+
+/// Files up to this size are kept in memory after verification...
+pub const CACHE_MAX_FILE: u64 = 256 << 20;
+/// ...as long as all cached files together stay under this.
+pub const CACHE_MAX_TOTAL: u64 = 1 << 30;
 
 /// Why a listed asset is not served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,7 +177,11 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn verify(root: &Path, spec: &RawAsset) -> Result<PathBuf, Unavailable> {
+fn verify(
+    root: &Path,
+    spec: &RawAsset,
+    keep: bool,
+) -> Result<(PathBuf, Option<bytes::Bytes>), Unavailable> {
     let path = root.join(&spec.name);
     let meta = match std::fs::symlink_metadata(&path) {
         Ok(m) => m,
@@ -197,14 +209,30 @@ fn verify(root: &Path, spec: &RawAsset) -> Result<PathBuf, Unavailable> {
             got: meta.len(),
         });
     }
-    let got = sha256_file(&real).map_err(|e| Unavailable::Unreadable(e.to_string()))?;
+    let unreadable = |e: std::io::Error| Unavailable::Unreadable(e.to_string());
+    let (got, data) = if keep {
+        let data = std::fs::read(&real).map_err(unreadable)?;
+        if data.len() as u64 != spec.size {
+            return Err(Unavailable::Size {
+                want: spec.size,
+                got: data.len() as u64,
+            });
+        }
+        let got: String = Sha256::digest(&data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        (got, Some(bytes::Bytes::from(data)))
+    } else {
+        (sha256_file(&real).map_err(unreadable)?, None)
+    };
     if !got.eq_ignore_ascii_case(&spec.sha256) {
         return Err(Unavailable::Sha256 {
             want: spec.sha256.clone(),
             got,
         });
     }
-    Ok(real)
+    Ok((real, data))
 }
 
 impl Assets {
@@ -213,9 +241,12 @@ impl Assets {
     pub fn load(manifest: Vec<RawAsset>, root: &Path) -> (Assets, Vec<(String, Unavailable)>) {
         let mut assets = Assets::default();
         let mut unavailable = Vec::new();
+        let mut cached = 0u64;
         for spec in manifest {
-            match verify(root, &spec) {
-                Ok(path) => {
+            let keep = spec.size <= CACHE_MAX_FILE && cached + spec.size <= CACHE_MAX_TOTAL;
+            match verify(root, &spec, keep) {
+                Ok((path, data)) => {
+                    cached += data.as_ref().map_or(0, |d| d.len() as u64);
                     if let Some(t) = &spec.tftp {
                         assets.by_tftp.insert(t.clone(), spec.name.clone());
                     }
@@ -224,7 +255,7 @@ impl Assets {
                     }
                     assets
                         .by_name
-                        .insert(spec.name.clone(), Asset { spec, path });
+                        .insert(spec.name.clone(), Asset { spec, path, data });
                 }
                 Err(why) => unavailable.push((spec.name, why)),
             }
@@ -318,6 +349,14 @@ mod tests {
         assert_eq!(bad["dir.bin"], Unavailable::NotRegularFile);
         assert_eq!(bad["missing.bin"], Unavailable::Missing);
         assert_eq!(assets.len(), 2);
+        assert_eq!(
+            assets
+                .tftp("good.bin")
+                .and_then(|a| a.data.clone())
+                .as_deref(),
+            Some(&b"hello"[..]),
+            "small files are kept verified in memory"
+        );
         for (name, found) in [
             ("good.bin", true),
             ("/good.bin", true),

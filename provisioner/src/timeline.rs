@@ -47,7 +47,12 @@ pub struct MachineSummary {
 struct Inner {
     machines: HashMap<MacAddr, VecDeque<Event>>,
     addresses: HashMap<Ipv4Addr, MacAddr>,
+    /// Peers the neighbour table did not know, and until when not to look again.
+    unknown: HashMap<Ipv4Addr, u64>,
 }
+
+/// How long a failed neighbour-table lookup is remembered (a hot path for HTTP).
+const UNKNOWN_PEER_MS: u64 = 10_000;
 
 #[derive(Debug, Default)]
 pub struct Timeline(Mutex<Inner>);
@@ -92,6 +97,7 @@ impl Timeline {
             t.addresses.clear();
         }
         t.addresses.insert(addr, mac);
+        t.unknown.remove(&addr);
     }
 
     pub fn mac_of(&self, addr: Ipv4Addr) -> Option<MacAddr> {
@@ -113,11 +119,29 @@ impl Timeline {
     /// peers whose address another DHCP server handed out).
     pub fn record_peer(&self, addr: Ipv4Addr, source: Source, what: String) {
         let at = now_ms();
-        if !self.record_by_addr(addr, source, what.clone(), at)
-            && let Some(mac) = crate::udp::neighbour_mac(addr)
+        if self.record_by_addr(addr, source, what.clone(), at) {
+            return;
+        }
         {
-            self.learn(addr, mac);
-            self.record(mac, source, what, at);
+            let mut t = self.inner();
+            if t.unknown.get(&addr).is_some_and(|&until| until > at) {
+                return;
+            }
+            if t.unknown.len() >= MAX_MACHINES {
+                t.unknown.retain(|_, until| *until > at);
+            }
+        }
+        match crate::udp::neighbour_mac(addr) {
+            Some(mac) => {
+                self.learn(addr, mac);
+                self.record(mac, source, what, at);
+            }
+            None => {
+                let mut t = self.inner();
+                if t.unknown.len() < MAX_MACHINES {
+                    t.unknown.insert(addr, at + UNKNOWN_PEER_MS);
+                }
+            }
         }
     }
 

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Hub, sh
+import json
+
+from conftest import BIN, REPO, Hub, sh
 from test_dhcp import HUB_ADDR, config, dnsmasq
 
 ASSETS = Path(os.environ.get("PROVISIONER_TEST_ASSETS", "/var/tmp/provisioner-test-assets"))
@@ -189,6 +191,27 @@ def assert_bound(hub, mac, ip):
     assert ip in [x["address"] for x in mine], f"{ip} is not among {mac}'s bound leases: {leases}"
 
 
+def assert_timeline(hub, mac, steps):
+    """`machines show` (the operator's view) lists `steps`, (source, prefix) pairs, in order."""
+    out = hub.lab.ns(hub.ns, BIN, "machines", "show", mac, "-c", str(hub.config), "--json")
+    events = [(e["source"], e["what"]) for e in json.loads(out.stdout)["events"]]
+    text = "\n".join(f"  {s}: {w}" for s, w in events)
+    pos = 0
+    for source, prefix in steps:
+        while pos < len(events) and not (events[pos][0] == source and events[pos][1].startswith(prefix)):
+            pos += 1
+        assert pos < len(events), f"{mac}: timeline lacks {source} {prefix!r} (in this order):\n{text}"
+        pos += 1
+
+
+DISCOVERY_OVER_HTTP = [
+    ("http", "GET /boot.ipxe"),
+    ("http", "GET /ipxe: discovery script"),
+    ("http", "GET /boot/discovery-vmlinuz"),
+    ("http", "GET /boot/discovery-initramfs.gz"),
+]
+
+
 def script_served(log, mac):
     return re.search(rf"machine script: discovery mac={re.escape(mac)} ", log)
 
@@ -204,6 +227,8 @@ def test_bios_seabios_ipxe_rom_boots_discovery(lab, tmp_path, boot_assets):
     log = hub.logs()
     assert f"mac={mac}" in log and "firmware=Some(Ipxe)" in log, "the ROM's DHCP request was classified as iPXE"
     assert script_served(log, mac), "the ROM fetched its machine script over HTTP"
+    assert_timeline(hub, mac, [("dhcp", "DISCOVER -> OFFER"), ("dhcp", "REQUEST -> ACK"), *DISCOVERY_OVER_HTTP,
+                               ("dhcp", "DISCOVER -> OFFER")])  # the last: the booted discovery OS
 
 
 def test_uefi_ovmf_pxe_tftp_ipxe_boots_discovery(lab, tmp_path, boot_assets):
@@ -223,6 +248,9 @@ def test_uefi_ovmf_pxe_tftp_ipxe_boots_discovery(lab, tmp_path, boot_assets):
         "OVMF's tsize probe (aborted with an ERROR) ended that transfer"
     assert re.search(r'TFTP transfer complete .*file="?ipxe\.efi"? bytes=850528', log), "ipxe.efi went over TFTP"
     assert script_served(log, mac), "iPXE fetched its machine script over HTTP"
+    assert_timeline(hub, mac, [("dhcp", "DISCOVER -> OFFER"), ("dhcp", "REQUEST -> ACK"), ("tftp", "RRQ ipxe.efi"),
+                               ("tftp", "sent ipxe.efi: 850528 bytes"), ("dhcp", "DISCOVER -> OFFER"),
+                               *DISCOVERY_OVER_HTTP, ("dhcp", "DISCOVER -> OFFER")])
 
 
 def test_uefi_http_boot_boots_discovery(lab, tmp_path, boot_assets):
@@ -244,6 +272,8 @@ def test_uefi_http_boot_boots_discovery(lab, tmp_path, boot_assets):
     assert "TFTP read" not in log, "no TFTP on the HTTP boot path"
     assert "Start HTTP Boot over IPv4" in vm.text() and "File Size: 850528" in vm.text(), "OVMF fetched ipxe.efi"
     assert script_served(log, mac), "iPXE fetched its machine script over HTTP"
+    assert_timeline(hub, mac, [("dhcp", "DISCOVER -> OFFER"), ("http", "GET /boot/ipxe.efi 850528 bytes"),
+                               ("dhcp", "DISCOVER -> OFFER"), *DISCOVERY_OVER_HTTP])
 
 
 def test_proxy_mode_beside_dnsmasq_bios_boots_discovery(lab, tmp_path, boot_assets):
@@ -260,6 +290,9 @@ def test_proxy_mode_beside_dnsmasq_bios_boots_discovery(lab, tmp_path, boot_asse
         f"dnsmasq has no lease {ip} for {mac}:\n{leases}"
     assert hub.leases() == [], "a proxy never assigns addresses"
     assert script_served(hub.logs(), mac), "the ROM fetched its machine script from the hub"
+    # The proxy offer carries no address; the HTTP steps are matched to the MAC by the
+    # query string and the kernel's neighbour table.
+    assert_timeline(hub, mac, [("dhcp", "DISCOVER -> OFFER [ipxe: http://"), *DISCOVERY_OVER_HTTP])
 
 
 def test_bios_vm_with_smbios_uuid_and_serial_is_identified(lab, tmp_path, boot_assets):
@@ -277,3 +310,16 @@ def test_bios_vm_with_smbios_uuid_and_serial_is_identified(lab, tmp_path, boot_a
     text = hub.logs()[line.start():].splitlines()[0]
     assert f'uuid=Some("{uuid}")' in text and f'serial=Some("{serial}")' in text, text
     assert "platform=Some(Pcbios)" in text, text
+
+
+def test_provisioner_lab_boots_a_vm_and_prints_its_timeline(boot_assets):
+    """The README's "see it work" command, run as a user would."""
+    r = sh(BIN, "--log", "warn", "lab", "--assets", str(boot_assets), "--timeout", "200", check=False, timeout=260)
+    out = r.stdout
+    assert r.returncode == 0, f"provisioner lab failed:\n{out}\n{r.stderr[-3000:]}"
+    assert "PROVISIONER-DISCOVERY-OK ip=10.99.0." in out and "booted the discovery image through the hub" in out, out
+    for step in ["DISCOVER -> OFFER", "GET /boot.ipxe", "GET /ipxe: discovery script", "GET /boot/discovery-vmlinuz"]:
+        assert step in out, f"timeline lacks {step!r}:\n{out}"
+    # The lab's QEMU (its serial log lives in provisioner-lab-<pid>) must not outlive it.
+    left = sh("pgrep", "-af", "provisioner-lab-", check=False).stdout.strip()
+    assert not left, f"the lab left processes behind: {left}"

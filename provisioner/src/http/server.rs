@@ -12,6 +12,7 @@ use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::sync::CancellationToken;
 
@@ -92,8 +93,12 @@ impl HttpServer {
             .route("/metrics", get(metrics))
             .fallback(not_found)
             .with_state(self.shared);
+        // Scripts are small responses: without TCP_NODELAY, Nagle holds them back.
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(
-            self.listener,
+            listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move { cancel.cancelled().await })
@@ -199,17 +204,6 @@ async fn asset(
         done(stats, t);
         return text(StatusCode::NOT_FOUND, "not found\n".into());
     };
-    let mut file = match tokio::fs::File::open(&asset.path).await {
-        Ok(f) => f,
-        Err(error) => {
-            tracing::warn!(path = ?asset.path, %error, "asset vanished");
-            done(stats, t);
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "asset unavailable\n".into(),
-            );
-        }
-    };
     let size = asset.spec.size;
     let range = headers.get(header::RANGE).and_then(|h| h.to_str().ok());
     let (status, start, len) = match span(range, size) {
@@ -224,14 +218,31 @@ async fn asset(
                 .into_response();
         }
     };
-    if start > 0 && file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
-        done(stats, t);
-        return text(StatusCode::INTERNAL_SERVER_ERROR, "seek failed\n".into());
-    }
-    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-        file.take(len),
-        256 * 1024,
-    ));
+    let body = match &asset.data {
+        // Verified bytes in memory: a slice, no copy, no file I/O.
+        Some(data) => Body::from(data.slice(start as usize..(start + len) as usize)),
+        None => {
+            let mut file = match tokio::fs::File::open(&asset.path).await {
+                Ok(f) => f,
+                Err(error) => {
+                    tracing::warn!(path = ?asset.path, %error, "asset vanished");
+                    done(stats, t);
+                    return text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "asset unavailable\n".into(),
+                    );
+                }
+            };
+            if start > 0 && file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+                done(stats, t);
+                return text(StatusCode::INTERNAL_SERVER_ERROR, "seek failed\n".into());
+            }
+            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+                file.take(len),
+                256 * 1024,
+            ))
+        }
+    };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();

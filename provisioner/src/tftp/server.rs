@@ -379,13 +379,19 @@ async fn run_transfer(
         .await
         .map_err(TransferEnd::Io)?;
     sock.connect(peer).await.map_err(TransferEnd::Io)?;
-    let file = std::fs::File::open(&asset.path).map_err(TransferEnd::Io)?;
-    let size = file.metadata().map_err(TransferEnd::Io)?.len();
+    // Cached assets are served from their verified bytes; others are read per block.
+    let file = match asset.data {
+        Some(_) => None,
+        None => Some(std::fs::File::open(&asset.path).map_err(TransferEnd::Io)?),
+    };
+    let size = asset.spec.size;
     let (mut session, mut steps) = Session::start(options, size, limits, Instant::now());
     let blksize = session.blksize() as usize;
     let mut out = Vec::with_capacity(4 + blksize);
     let mut inbuf = [0u8; 516];
     let mut sent_bytes = 0u64;
+    let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(session.deadline()));
+    tokio::pin!(timer);
     loop {
         for step in steps.drain(..) {
             match step {
@@ -397,9 +403,18 @@ async fn run_transfer(
                     let offset = (block - 1) * blksize as u64;
                     let len = size.saturating_sub(offset).min(blksize as u64) as usize;
                     packet::encode_data_header(block as u16, &mut out);
-                    out.resize(4 + len, 0);
-                    file.read_exact_at(&mut out[4..], offset)
-                        .map_err(TransferEnd::Io)?;
+                    match &asset.data {
+                        Some(data) => {
+                            out.extend_from_slice(&data[offset as usize..offset as usize + len])
+                        }
+                        None => {
+                            out.resize(4 + len, 0);
+                            if let Some(f) = &file {
+                                f.read_exact_at(&mut out[4..], offset)
+                                    .map_err(TransferEnd::Io)?;
+                            }
+                        }
+                    }
                     sock.send(&out).await.map_err(TransferEnd::Io)?;
                     sent_bytes += len as u64;
                     stats.bytes_sent.fetch_add(len as u64, Ordering::Relaxed);
@@ -415,10 +430,13 @@ async fn run_transfer(
                 }
             }
         }
-        let deadline = tokio::time::Instant::from_std(session.deadline());
+        // One timer per transfer, moved rather than re-created for every block.
+        timer
+            .as_mut()
+            .reset(tokio::time::Instant::from_std(session.deadline()));
         tokio::select! {
             _ = cancel.cancelled() => return Err(TransferEnd::Cancelled),
-            _ = tokio::time::sleep_until(deadline) => steps = session.on_timer(Instant::now()),
+            _ = &mut timer => steps = session.on_timer(Instant::now()),
             r = sock.recv(&mut inbuf) => {
                 let n = match r {
                     Ok(n) => n,
