@@ -51,6 +51,7 @@
 #   PROVISIONER_BIN         binary to test (default: <repo>/target/release/provisioner)
 #   KEEP_WORK=1             keep the work directory (server logs, client output)
 set -uo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${PROVISIONER_BIN:-$REPO/target/release/provisioner}
@@ -209,22 +210,7 @@ trap teardown EXIT
 trap 'exit 130' INT TERM
 
 setup_net() {
-    for ns in "$NS_SRV" "$NS_CLI"; do
-        ip netns del "$ns" 2>/dev/null
-        ip netns add "$ns"
-        ip -n "$ns" link set lo up
-    done
-    ip link add "$IF_SRV" netns "$NS_SRV" type veth peer name "$IF_CLI" netns "$NS_CLI"
-    ip -n "$NS_SRV" addr add "$ADDR_SRV/$PREFIX" dev "$IF_SRV"
-    ip -n "$NS_CLI" addr add "$ADDR_CLI/$PREFIX" dev "$IF_CLI"
-    ip -n "$NS_SRV" link set "$IF_SRV" up
-    ip -n "$NS_CLI" link set "$IF_CLI" up
-    # Both ends know each other; no ARP during the run.
-    local mac_s mac_c
-    mac_s=$(ip -n "$NS_SRV" -br link show "$IF_SRV" | awk '{print $3}')
-    mac_c=$(ip -n "$NS_CLI" -br link show "$IF_CLI" | awk '{print $3}')
-    ip -n "$NS_SRV" neigh replace "$ADDR_CLI" lladdr "$mac_c" dev "$IF_SRV" nud permanent
-    ip -n "$NS_CLI" neigh replace "$ADDR_SRV" lladdr "$mac_s" dev "$IF_CLI" nud permanent
+    setup_veth_pair
 }
 
 # ---------------------------------------------------------------- files and configs

@@ -23,6 +23,7 @@
 #   BENCH_SERVERS="provisioner kea dnsmasq"
 #   PROVISIONER_BIN   binary to test (default: <repo>/target/release/provisioner)
 set -uo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${PROVISIONER_BIN:-$REPO/target/release/provisioner}
@@ -94,22 +95,7 @@ setup_net() {
         echo "$RMEM_DEFAULT" > /proc/sys/net/core/rmem_default
         log "net.core.rmem_default: $RMEM_SAVED -> $RMEM_DEFAULT for the run (restored on exit)"
     fi
-    for ns in "$NS_SRV" "$NS_CLI"; do
-        ip netns del "$ns" 2>/dev/null
-        ip netns add "$ns"
-        ip -n "$ns" link set lo up
-    done
-    ip link add "$IF_SRV" netns "$NS_SRV" type veth peer name "$IF_CLI" netns "$NS_CLI"
-    ip -n "$NS_SRV" addr add "$ADDR_SRV/$PREFIX" dev "$IF_SRV"
-    ip -n "$NS_CLI" addr add "$ADDR_CLI/$PREFIX" dev "$IF_CLI"
-    ip -n "$NS_SRV" link set "$IF_SRV" up
-    ip -n "$NS_CLI" link set "$IF_CLI" up
-    # Both ends know each other; no ARP during the run.
-    local mac_s mac_c
-    mac_s=$(ip -n "$NS_SRV" -br link show "$IF_SRV" | awk '{print $3}')
-    mac_c=$(ip -n "$NS_CLI" -br link show "$IF_CLI" | awk '{print $3}')
-    ip -n "$NS_SRV" neigh replace "$ADDR_CLI" lladdr "$mac_c" dev "$IF_SRV" nud permanent
-    ip -n "$NS_CLI" neigh replace "$ADDR_SRV" lladdr "$mac_s" dev "$IF_CLI" nud permanent
+    setup_veth_pair
 }
 
 # ---------------------------------------------------------------- servers
@@ -317,7 +303,7 @@ bench_server() {
     BEST_CPU[$name]=$cpu
     # Kea logs DHCP4_MULTI_THREADING_INFO at WARN on every start; not a problem.
     local bad
-    bad=$(grep -iE 'error|panic|warn' "$logf" | grep -v DHCP4_MULTI_THREADING_INFO)
+    bad=$(grep -iE 'error|panic|warn' "$logf" | grep -v -e DHCP4_MULTI_THREADING_INFO -e 'boot asset not served')
     if [[ -n $bad ]]; then
         NOTE[$name]="${NOTE[$name]:+${NOTE[$name]}; }log: $(wc -l <<<"$bad") warn/error lines, e.g. $(head -n1 <<<"$bad" | cut -c1-120 | tr '|' '/')"
     fi

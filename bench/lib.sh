@@ -1,0 +1,22 @@
+# Shared by the benchmarks (sourced): the two-namespace veth setup.
+# Uses NS_SRV, NS_CLI, IF_SRV, IF_CLI, ADDR_SRV, ADDR_CLI and PREFIX from the caller.
+
+# setup_veth_pair: fresh namespaces joined by one veth pair, with static neighbours
+# so no ARP happens during a run.
+setup_veth_pair() {
+    for ns in "$NS_SRV" "$NS_CLI"; do
+        ip netns del "$ns" 2>/dev/null
+        ip netns add "$ns"
+        ip -n "$ns" link set lo up
+    done
+    ip link add "$IF_SRV" netns "$NS_SRV" type veth peer name "$IF_CLI" netns "$NS_CLI"
+    ip -n "$NS_SRV" addr add "$ADDR_SRV/$PREFIX" dev "$IF_SRV"
+    ip -n "$NS_CLI" addr add "$ADDR_CLI/$PREFIX" dev "$IF_CLI"
+    ip -n "$NS_SRV" link set "$IF_SRV" up
+    ip -n "$NS_CLI" link set "$IF_CLI" up
+    local mac_s mac_c
+    mac_s=$(ip -n "$NS_SRV" -br link show "$IF_SRV" | awk '{print $3}')
+    mac_c=$(ip -n "$NS_CLI" -br link show "$IF_CLI" | awk '{print $3}')
+    ip -n "$NS_SRV" neigh replace "$ADDR_CLI" lladdr "$mac_c" dev "$IF_SRV" nud permanent
+    ip -n "$NS_CLI" neigh replace "$ADDR_SRV" lladdr "$mac_s" dev "$IF_CLI" nud permanent
+}
