@@ -84,10 +84,6 @@ impl BootTable {
         }
     }
 
-    pub fn http_port(&self) -> u16 {
-        self.http_port
-    }
-
     /// What `firmware` is told to fetch, or `None` when that file is not served.
     pub fn target(&self, firmware: Firmware) -> Option<BootTarget> {
         (!self.unserved.contains(&firmware)).then(|| self.entry(firmware))

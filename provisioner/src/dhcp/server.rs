@@ -33,12 +33,6 @@ pub enum DhcpError {
     Socket(#[from] SocketError),
     #[error("loading leases")]
     Load(#[source] StoreError),
-    #[error("DHCP socket on {iface:?} failed")]
-    Io {
-        iface: String,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// Most changes one transaction carries; more wait for the next one.

@@ -78,10 +78,6 @@ impl HttpServer {
         })
     }
 
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
     pub async fn run(self, cancel: CancellationToken) -> Result<(), HttpError> {
         let app = Router::new()
             .route(BOOT_SCRIPT_PATH, get(boot_script))

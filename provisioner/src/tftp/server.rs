@@ -149,10 +149,6 @@ impl TftpServer {
         })
     }
 
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.sock.local_addr()
-    }
-
     pub async fn run(self, cancel: CancellationToken) -> Result<(), TftpError> {
         let global = Arc::new(Semaphore::new(self.admission.max_transfers));
         let per_client = Arc::new(PerClient::default());
