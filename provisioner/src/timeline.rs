@@ -65,16 +65,7 @@ impl Timeline {
     pub fn record(&self, mac: MacAddr, source: Source, what: String, at_ms: u64) {
         let mut t = self.inner();
         if !t.machines.contains_key(&mac) && t.machines.len() >= MAX_MACHINES {
-            // Forget the machine idle longest.
-            let oldest = t
-                .machines
-                .iter()
-                .min_by_key(|(_, ev)| ev.back().map(|e| e.at_ms).unwrap_or(0))
-                .map(|(m, _)| *m);
-            if let Some(m) = oldest {
-                t.machines.remove(&m);
-                t.addresses.retain(|_, v| *v != m);
-            }
+            evict_idlest(&mut t);
         }
         let events = t.machines.entry(mac).or_default();
         if events.len() >= MAX_EVENTS {
@@ -174,6 +165,27 @@ impl Timeline {
     }
 }
 
+/// Forgets the idlest eighth of the machines in one pass, so that a stream of new
+/// MACs (a boot storm, or spoofing) costs amortised O(1) per MAC, not a scan each.
+fn evict_idlest(t: &mut Inner) {
+    let mut last: Vec<u64> = t
+        .machines
+        .values()
+        .map(|ev| ev.back().map_or(0, |e| e.at_ms))
+        .collect();
+    let k = (last.len() / 8).max(1) - 1;
+    let (_, cutoff, _) = last.select_nth_unstable(k);
+    let cutoff = *cutoff;
+    t.machines
+        .retain(|_, ev| ev.back().map_or(0, |e| e.at_ms) > cutoff);
+    let Inner {
+        machines,
+        addresses,
+        ..
+    } = t;
+    addresses.retain(|_, m| machines.contains_key(m));
+}
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -224,11 +236,16 @@ mod tests {
         }
         t.record(mac(0), Source::Dhcp, "recent".into(), 1_000_000);
         t.record(mac(999_999), Source::Dhcp, "new".into(), 1_000_001);
-        assert_eq!(t.machines().len(), MAX_MACHINES);
+        let n = t.machines().len();
+        assert!(
+            n <= MAX_MACHINES && n > MAX_MACHINES / 2,
+            "bounded, and only the idlest part evicted: {n}"
+        );
         assert!(
             t.events(mac(1)).is_empty(),
             "the idlest machine was forgotten"
         );
         assert_eq!(t.events(mac(0)).len(), 2, "a recently active one was kept");
+        assert_eq!(t.events(mac(999_999)).len(), 1, "the new one is recorded");
     }
 }
