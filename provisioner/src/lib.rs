@@ -5,6 +5,7 @@ pub mod assets;
 pub mod boot;
 pub mod config;
 pub mod dhcp;
+pub mod enroll;
 pub mod http;
 pub mod lab;
 pub mod metrics;

@@ -24,6 +24,8 @@ pub enum Source {
     Dhcp,
     Tftp,
     Http,
+    /// Enrollment, approval, certificates and health (the node agent).
+    Enroll,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -8,12 +8,16 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::nodes::{self, StoredHealth};
 use super::{Loaded, Store, StoreError, decode_lease, encode_lease};
 use crate::config::MacAddr;
 use crate::dhcp::decide::Change;
+use crate::enroll::NodeId;
+use crate::enroll::registry::{Change as RegistryChange, Registry};
 
 /// Leases by address (big-endian u32).
 const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("dhcp_leases");
@@ -22,9 +26,12 @@ const FALLBACK: TableDefinition<&[u8], u64> = TableDefinition::new("dhcp_fallbac
 
 pub const STORE_FILE: &str = "hub.redb";
 
-#[derive(Debug)]
+/// The hub's store. Clones share one database: the DHCP committer and the
+/// enrollment authority each hold one, and redb serialises their write
+/// transactions.
+#[derive(Debug, Clone)]
 pub struct EmbeddedStore {
-    db: Database,
+    db: Arc<Database>,
     path: PathBuf,
 }
 
@@ -58,12 +65,38 @@ impl EmbeddedStore {
         let tx = db.begin_write().map_err(Box::new)?;
         tx.open_table(LEASES).map_err(Box::new)?;
         tx.open_table(FALLBACK).map_err(Box::new)?;
+        nodes::create_tables(&tx)?;
         tx.commit().map_err(Box::new)?;
-        Ok(EmbeddedStore { db, path })
+        Ok(EmbeddedStore {
+            db: Arc::new(db),
+            path,
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The enrollment registry, and how many rows were skipped as undecodable.
+    pub fn load_registry(&self) -> Result<(Registry, usize), StoreError> {
+        nodes::load(self.db.as_ref())
+    }
+
+    /// Applies enrollment changes in one durable transaction.
+    pub fn commit_registry(&self, changes: &[RegistryChange]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(Box::new)?;
+        nodes::commit(&tx, changes)?;
+        tx.commit().map_err(Box::new)?;
+        Ok(())
+    }
+
+    /// The newest `limit` health reports of a node, oldest first.
+    pub fn health_history(
+        &self,
+        node: &NodeId,
+        limit: usize,
+    ) -> Result<Vec<StoredHealth>, StoreError> {
+        nodes::health(self.db.as_ref(), node, limit)
     }
 }
 
@@ -110,7 +143,7 @@ fn load_from(db: &impl ReadableDatabase) -> Result<Loaded, StoreError> {
 
 impl Store for EmbeddedStore {
     fn load(&self) -> Result<Loaded, StoreError> {
-        load_from(&self.db)
+        load_from(self.db.as_ref())
     }
 
     fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError> {

@@ -1,5 +1,5 @@
-//! Persistence of everything the hub must not forget: for now DHCP leases and
-//! the MACs that fell back from ProxyDHCP. A `Store` trait with the embedded
+//! Persistence of everything the hub must not forget: DHCP leases, the MACs
+//! that fell back from ProxyDHCP, and the enrollment registry (`nodes`). A `Store` trait with the embedded
 //! (redb) implementation and an in-memory one for tests.
 //!
 //! Records are versioned (first byte), validated on load, and a row that fails
@@ -17,9 +17,11 @@ use crate::dhcp::leases::{ClientKey, Lease, LeaseState, Secs};
 
 mod embedded;
 mod memory;
+mod nodes;
 
 pub use embedded::{EmbeddedStore, STORE_FILE, load_read_only};
 pub use memory::MemoryStore;
+pub use nodes::{HEALTH_KEPT, StoredHealth};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

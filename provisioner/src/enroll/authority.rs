@@ -1,0 +1,398 @@
+//! The enrollment authority: the registry under one lock, with the store and
+//! the CA. Every operation plans under the lock, commits the plan's changes in
+//! one durable transaction, applies them to memory, and only then answers; a
+//! failed commit changes nothing and answers an error. Used by the gRPC
+//! service (agents) and the admin API (operator).
+//!
+//! Methods block (fsync): async callers use `spawn_blocking`.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::ca::{Ca, CaError, Issued, csr_key_sha256};
+use super::rate::{RateLimit, RateLimiter};
+use super::registry::{
+    Change, Credential, EnrollError, EnrollInput, EnrollOutcome, HealthRecord, Node, NodeState,
+    Plan, Registry, Role, Settings, parse_inventory,
+};
+use super::token::{JoinToken, TokenRecord};
+use super::{NodeId, hex};
+use crate::store::{EmbeddedStore, StoreError, StoredHealth};
+use crate::timeline::{Source, Timeline, now_ms};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorityError {
+    #[error(transparent)]
+    Enroll(#[from] EnrollError),
+    #[error("enrollment store: {0}")]
+    Store(#[from] StoreError),
+    #[error("hub CA: {0}")]
+    Ca(#[from] CaError),
+}
+
+/// Settings of the authority (from `[enroll]`).
+#[derive(Debug, Clone, Copy)]
+pub struct AuthoritySettings {
+    pub registry: Settings,
+    pub rate: RateLimit,
+    /// How long the hub's own discovery token lives.
+    pub boot_token_ttl: Duration,
+    /// How often agents should report health and poll.
+    pub poll: Duration,
+}
+
+impl Default for AuthoritySettings {
+    fn default() -> Self {
+        AuthoritySettings {
+            registry: Settings {
+                cert_ttl: Duration::from_secs(24 * 3600),
+                ticket_ttl: Duration::from_secs(24 * 3600),
+            },
+            rate: RateLimit {
+                burst: 20,
+                per_sec: 2.0,
+                sources: 4096,
+            },
+            boot_token_ttl: Duration::from_secs(4 * 3600),
+            poll: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serials the TLS acceptor refuses, updated after each committed revocation.
+#[derive(Debug, Default)]
+pub struct Revocations(RwLock<HashSet<String>>);
+
+impl Revocations {
+    pub fn is_revoked(&self, serial: &[u8]) -> bool {
+        self.0.read().map_or(true, |set| set.contains(&hex(serial)))
+    }
+}
+
+/// What an agent's raw Enroll request carries.
+#[derive(Debug, Clone)]
+pub struct EnrollRequest {
+    pub join_token: Option<String>,
+    pub ticket: Option<String>,
+    pub csr_der: Vec<u8>,
+    pub inventory_json: String,
+    pub agent_version: String,
+}
+
+/// A node's next step, as GetAssignment answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub state: NodeState,
+    pub role: Option<Role>,
+    pub action: AssignedAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssignedAction {
+    Wait,
+    Install,
+    BootLocal,
+}
+
+#[derive(Debug)]
+pub struct Authority {
+    registry: Mutex<Registry>,
+    store: EmbeddedStore,
+    ca: Arc<Ca>,
+    settings: AuthoritySettings,
+    rate: Mutex<RateLimiter>,
+    revocations: Arc<Revocations>,
+    timeline: Arc<Timeline>,
+    /// The hub's own discovery token: plaintext in memory only, re-minted after a restart.
+    boot_token: Mutex<Option<(JoinToken, u64)>>,
+}
+
+fn unix(now: SystemTime) -> u64 {
+    now.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Authority {
+    pub fn open(
+        store: EmbeddedStore,
+        ca: Arc<Ca>,
+        settings: AuthoritySettings,
+        timeline: Arc<Timeline>,
+    ) -> Result<Authority, AuthorityError> {
+        let (registry, skipped) = store.load_registry()?;
+        tracing::info!(
+            nodes = registry.nodes.len(),
+            tokens = registry.tokens.len(),
+            revoked = registry.revoked.len(),
+            skipped,
+            "enrollment registry loaded"
+        );
+        let revocations = Revocations(RwLock::new(registry.revoked.keys().cloned().collect()));
+        Ok(Authority {
+            registry: Mutex::new(registry),
+            store,
+            ca,
+            rate: Mutex::new(RateLimiter::new(settings.rate)),
+            settings,
+            revocations: Arc::new(revocations),
+            timeline,
+            boot_token: Mutex::new(None),
+        })
+    }
+
+    pub fn ca(&self) -> &Arc<Ca> {
+        &self.ca
+    }
+
+    pub fn revocations(&self) -> Arc<Revocations> {
+        self.revocations.clone()
+    }
+
+    pub fn settings(&self) -> &AuthoritySettings {
+        &self.settings
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding the lock cannot leave the registry half-applied
+        // (apply is the last step and does not fail), so poisoning is ignored.
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Plans under the lock, commits, applies: the one path every change takes.
+    fn run<T>(
+        &self,
+        plan: impl FnOnce(&Registry) -> Result<Plan<T>, EnrollError>,
+    ) -> Result<T, AuthorityError> {
+        let mut reg = self.lock();
+        let Plan { changes, outcome } = plan(&reg)?;
+        if !changes.is_empty() {
+            self.store.commit_registry(&changes)?;
+            reg.apply(&changes);
+            let revoked: Vec<&String> = changes
+                .iter()
+                .filter_map(|c| match c {
+                    Change::Revoke { serial, .. } => Some(serial),
+                    _ => None,
+                })
+                .collect();
+            if !revoked.is_empty()
+                && let Ok(mut set) = self.revocations.0.write()
+            {
+                set.extend(revoked.into_iter().cloned());
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn record(&self, node: &Node, what: &str) {
+        let at = now_ms();
+        for mac in &node.claim.macs {
+            self.timeline
+                .record(*mac, Source::Enroll, format!("{} {what}", node.id), at);
+        }
+    }
+
+    /// Enroll or poll. Rate-limited per source address.
+    pub fn enroll(
+        &self,
+        req: EnrollRequest,
+        peer: Option<IpAddr>,
+        now: SystemTime,
+    ) -> Result<EnrollOutcome, AuthorityError> {
+        if let Some(ip) = peer {
+            let mut rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());
+            if !rate.allow(ip, Instant::now()) {
+                return Err(EnrollError::RateLimited(ip).into());
+            }
+        }
+        let credential = match (req.join_token, req.ticket) {
+            (Some(token), None) => {
+                Credential::Token(JoinToken::parse(&token).map_err(|_| EnrollError::TokenFormat)?)
+            }
+            (None, Some(ticket)) => Credential::Ticket(ticket),
+            _ => return Err(EnrollError::TokenFormat.into()),
+        };
+        let key_sha256 = csr_key_sha256(&req.csr_der).map_err(EnrollError::Csr)?;
+        let (inventory, claim) = parse_inventory(&req.inventory_json)?;
+        let mut agent_version = req.agent_version;
+        agent_version.truncate(64);
+        let input = EnrollInput {
+            credential,
+            csr_der: req.csr_der,
+            key_sha256,
+            claim,
+            inventory,
+            agent_version,
+            peer,
+        };
+        let settings = self.settings.registry;
+        let outcome = self.run(|reg| reg.enroll(input, &self.ca, settings, now))?;
+        if let Some(node) = self.node(&outcome.node) {
+            let what = match (&outcome.issued, outcome.ticket.is_some()) {
+                (Some(_), _) => "enrolled: approved, certificate issued",
+                (None, true) => "enrolled: pending approval",
+                (None, false) => return Ok(outcome),
+            };
+            self.record(&node, what);
+            tracing::info!(node_id = %node.id, state = node.state.name(), peer = ?peer, "{what}");
+        }
+        Ok(outcome)
+    }
+
+    pub fn approve(&self, id: &NodeId, role: Option<Role>) -> Result<Node, AuthorityError> {
+        self.run(|reg| reg.approve(id, role, unix(SystemTime::now())))?;
+        let node = self
+            .node(id)
+            .ok_or_else(|| EnrollError::UnknownNode(id.to_string()))?;
+        self.record(&node, "approved by the operator");
+        tracing::info!(node_id = %id, "node approved");
+        Ok(node)
+    }
+
+    pub fn reject(&self, id: &NodeId) -> Result<usize, AuthorityError> {
+        let revoked = self.run(|reg| reg.reject(id, unix(SystemTime::now())))?;
+        if let Some(node) = self.node(id) {
+            self.record(&node, "rejected by the operator");
+        }
+        tracing::info!(node_id = %id, revoked, "node rejected");
+        Ok(revoked)
+    }
+
+    pub fn renew(
+        &self,
+        id: &NodeId,
+        serial: &[u8],
+        csr_der: &[u8],
+        now: SystemTime,
+    ) -> Result<Issued, AuthorityError> {
+        let settings = self.settings.registry;
+        let serial = hex(serial);
+        let issued = self.run(|reg| reg.renew(id, &serial, csr_der, &self.ca, settings, now))?;
+        tracing::info!(node_id = %id, "certificate renewed");
+        Ok(issued)
+    }
+
+    pub fn report_health(
+        &self,
+        id: &NodeId,
+        boot: &str,
+        reports: Vec<HealthRecord>,
+        now: SystemTime,
+    ) -> Result<u64, AuthorityError> {
+        let first = {
+            let reg = self.lock();
+            reg.nodes.get(id).is_some_and(|n| n.health_reports == 0)
+        };
+        let acked = self.run(|reg| reg.report_health(id, boot, reports, unix(now)))?;
+        if first && let Some(node) = self.node(id) {
+            self.record(&node, "first health report");
+        }
+        Ok(acked)
+    }
+
+    pub fn assignment(&self, id: &NodeId) -> Result<Assignment, AuthorityError> {
+        let reg = self.lock();
+        let node = reg
+            .nodes
+            .get(id)
+            .ok_or_else(|| EnrollError::UnknownNode(id.to_string()))?;
+        if node.state == NodeState::Rejected {
+            return Err(EnrollError::Rejected(id.clone()).into());
+        }
+        let action = match node.state {
+            NodeState::Installed => AssignedAction::BootLocal,
+            // Installing needs Talos configs and profiles (the install issue).
+            _ => AssignedAction::Wait,
+        };
+        Ok(Assignment {
+            state: node.state,
+            role: node.role,
+            action,
+        })
+    }
+
+    pub fn nodes(&self) -> Vec<Node> {
+        self.lock().nodes.values().cloned().collect()
+    }
+
+    pub fn node(&self, id: &NodeId) -> Option<Node> {
+        self.lock().nodes.get(id).cloned()
+    }
+
+    pub fn health_history(
+        &self,
+        id: &NodeId,
+        limit: usize,
+    ) -> Result<Vec<StoredHealth>, AuthorityError> {
+        Ok(self.store.health_history(id, limit)?)
+    }
+
+    /// Creates a join token; the plaintext is returned once and never stored.
+    pub fn create_token(
+        &self,
+        description: String,
+        ttl: Duration,
+        max_uses: Option<u32>,
+        auto_approve: bool,
+    ) -> Result<(JoinToken, TokenRecord), AuthorityError> {
+        let token = JoinToken::generate();
+        let record = TokenRecord::new(
+            &token,
+            description,
+            unix(SystemTime::now()),
+            ttl.as_secs(),
+            max_uses,
+            auto_approve,
+        );
+        let r = record.clone();
+        self.run(move |reg| Ok(reg.create_token(r)))?;
+        tracing::info!(
+            token = token.id(),
+            auto_approve,
+            ?max_uses,
+            "join token created"
+        );
+        Ok((token, record))
+    }
+
+    pub fn tokens(&self) -> Vec<TokenRecord> {
+        self.lock().tokens.values().cloned().collect()
+    }
+
+    pub fn revoke_token(&self, id: &str) -> Result<(), AuthorityError> {
+        self.run(|reg| reg.revoke_token(id))?;
+        tracing::info!(token = id, "join token revoked");
+        Ok(())
+    }
+
+    /// The token the hub puts in its discovery scripts: enrollment only, no
+    /// auto-approval, unlimited uses, short-lived. Re-minted when less than
+    /// half its life is left (and after every restart: the plaintext is never
+    /// stored).
+    pub fn boot_token(&self) -> Result<String, AuthorityError> {
+        let now = unix(SystemTime::now());
+        let ttl = self.settings.boot_token_ttl;
+        let mut held = self.boot_token.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((token, expires)) = held.as_ref()
+            && expires.saturating_sub(now) > ttl.as_secs() / 2
+        {
+            return Ok(token.reveal());
+        }
+        let token = JoinToken::generate();
+        let mut record = TokenRecord::new(
+            &token,
+            "hub discovery scripts".into(),
+            now,
+            ttl.as_secs(),
+            None,
+            false,
+        );
+        record.boot = true;
+        let r = record.clone();
+        self.run(move |reg| Ok(reg.create_token(r)))?;
+        *held = Some((token.clone(), record.expires));
+        Ok(token.reveal())
+    }
+}
