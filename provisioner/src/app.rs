@@ -12,6 +12,8 @@ use crate::assets::{AssetError, Assets, EMBEDDED_MANIFEST, parse_manifest};
 use crate::boot::{BOOT_SCRIPT_PATH, BootTarget};
 use crate::config::Config;
 use crate::dhcp::server::{DhcpError, DhcpServer};
+use crate::enroll::service::{EnrollServer, ServiceError};
+use crate::http::api::AdminServer;
 use crate::http::server::{HttpError, HttpServer};
 use crate::metrics::Registry;
 use crate::store::{EmbeddedStore, Store, StoreError};
@@ -30,6 +32,36 @@ pub enum AppError {
     Assets(#[from] AssetError),
     #[error(transparent)]
     Http(#[from] HttpError),
+    #[error(transparent)]
+    Enroll(#[from] ServiceError),
+    #[error("admin socket {path:?}")]
+    Admin {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The name of the admin API socket in the state directory.
+pub const ADMIN_SOCKET: &str = "admin.sock";
+
+/// Every address of this host's interfaces, for the hub's TLS certificate.
+fn local_ips() -> Vec<std::net::IpAddr> {
+    let mut ips: Vec<std::net::IpAddr> = nix::ifaddrs::getifaddrs()
+        .map(|addrs| {
+            addrs
+                .filter_map(|a| {
+                    let addr = a.address?;
+                    addr.as_sockaddr_in()
+                        .map(|s| std::net::IpAddr::V4(s.ip()))
+                        .or_else(|| addr.as_sockaddr_in6().map(|s| std::net::IpAddr::V6(s.ip())))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ips.sort();
+    ips.dedup();
+    ips
 }
 
 #[derive(Debug)]
@@ -39,6 +71,8 @@ pub struct App {
     http: Option<HttpServer>,
     store: EmbeddedStore,
     timeline: Arc<Timeline>,
+    enroll: Option<EnrollServer>,
+    admin: Option<AdminServer>,
 }
 
 /// Loads the manifest (embedded or configured) and verifies the assets it lists.
@@ -77,6 +111,41 @@ impl App {
         tracing::info!(path = ?store.path(), "store open");
         let timeline = Arc::new(Timeline::default());
         let dhcp = DhcpServer::build(&config.dhcp, &boot, &store, timeline.clone())?;
+        let enroll = if config.enroll.enabled {
+            let mut ips = local_ips();
+            if !config.enroll.listen.ip().is_unspecified() {
+                ips = vec![config.enroll.listen.ip()];
+            }
+            let server = EnrollServer::build(
+                config.enroll.listen,
+                store.clone(),
+                &config.state_dir,
+                config.enroll.settings,
+                config.enroll.names.clone(),
+                ips,
+                timeline.clone(),
+            )?;
+            tracing::info!(
+                listen = %config.enroll.listen,
+                ca = server.authority().ca().fingerprint(),
+                "enrollment listening"
+            );
+            Some(server)
+        } else {
+            None
+        };
+        let admin = match &enroll {
+            Some(server) => {
+                let path = config.state_dir.join(ADMIN_SOCKET);
+                let admin = AdminServer::bind(path.clone(), server.authority().clone())
+                    .map_err(|source| AppError::Admin { path, source })?;
+                Some(admin)
+            }
+            None => None,
+        };
+        let enroll_info = enroll
+            .as_ref()
+            .map(|s| (s.authority().clone(), config.enroll.listen.port()));
         let tftp = if config.tftp.enabled {
             let server = TftpServer::bind(
                 config.tftp.listen,
@@ -96,7 +165,13 @@ impl App {
                 tftp: tftp.as_ref().map(|t| t.stats.clone()),
                 http: Arc::default(),
             };
-            let server = HttpServer::bind(config.http.listen, assets, metrics, timeline.clone())?;
+            let server = HttpServer::bind(
+                config.http.listen,
+                assets,
+                metrics,
+                timeline.clone(),
+                enroll_info,
+            )?;
             tracing::info!(listen = %config.http.listen, "HTTP listening");
             Some(server)
         } else {
@@ -108,6 +183,8 @@ impl App {
             http,
             store,
             timeline,
+            enroll,
+            admin,
         })
     }
 
@@ -129,6 +206,19 @@ impl App {
         if let Some(tftp) = self.tftp {
             let c = cancel.clone();
             services.spawn(async move { tftp.run(c).await.map_err(AppError::from) });
+        }
+        if let Some(enroll) = self.enroll {
+            let c = cancel.clone();
+            services.spawn(async move { enroll.run(c).await.map_err(AppError::from) });
+        }
+        if let Some(admin) = self.admin {
+            let c = cancel.clone();
+            services.spawn(async move {
+                admin.run(c).await.map_err(|source| AppError::Admin {
+                    path: ADMIN_SOCKET.into(),
+                    source,
+                })
+            });
         }
         let mut result = Ok(());
         while let Some(joined) = services.join_next().await {

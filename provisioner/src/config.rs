@@ -103,6 +103,118 @@ pub struct RawConfig {
     pub tftp: RawTftp,
     #[serde(default)]
     pub http: RawHttp,
+    #[serde(default)]
+    pub enroll: RawEnroll,
+}
+
+/// `[enroll]`: the gRPC enrollment service for node agents (mTLS).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnroll {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_enroll_listen")]
+    pub listen: SocketAddr,
+    /// Extra DNS names in the hub's certificate (its IP addresses are always in it).
+    #[serde(default)]
+    pub names: Vec<String>,
+    #[serde(default = "default_cert_ttl")]
+    pub cert_ttl_secs: u64,
+    #[serde(default = "default_cert_ttl")]
+    pub ticket_ttl_secs: u64,
+    #[serde(default = "default_boot_token_ttl")]
+    pub boot_token_ttl_secs: u64,
+    #[serde(default = "default_poll")]
+    pub poll_secs: u64,
+    #[serde(default = "default_rate_burst")]
+    pub rate_burst: u32,
+    #[serde(default = "default_rate_per_sec")]
+    pub rate_per_sec: f64,
+}
+
+fn default_enroll_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9443))
+}
+fn default_cert_ttl() -> u64 {
+    24 * 3600
+}
+fn default_boot_token_ttl() -> u64 {
+    4 * 3600
+}
+fn default_poll() -> u64 {
+    10
+}
+fn default_rate_burst() -> u32 {
+    20
+}
+fn default_rate_per_sec() -> f64 {
+    2.0
+}
+
+impl Default for RawEnroll {
+    fn default() -> Self {
+        RawEnroll {
+            enabled: true,
+            listen: default_enroll_listen(),
+            names: Vec::new(),
+            cert_ttl_secs: default_cert_ttl(),
+            ticket_ttl_secs: default_cert_ttl(),
+            boot_token_ttl_secs: default_boot_token_ttl(),
+            poll_secs: default_poll(),
+            rate_burst: default_rate_burst(),
+            rate_per_sec: default_rate_per_sec(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EnrollConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    pub names: Vec<String>,
+    pub settings: crate::enroll::authority::AuthoritySettings,
+}
+
+fn validate_enroll(e: RawEnroll) -> Result<EnrollConfig, ConfigError> {
+    use std::time::Duration;
+    if e.listen.port() == 0 {
+        return Err(invalid("enroll.listen needs a port"));
+    }
+    if e.cert_ttl_secs < 600 || e.cert_ttl_secs > 90 * 24 * 3600 {
+        return Err(invalid(
+            "enroll.cert_ttl_secs must be within 600..=7776000 (10 min to 90 days)",
+        ));
+    }
+    if e.ticket_ttl_secs == 0
+        || e.boot_token_ttl_secs < 600
+        || e.poll_secs == 0
+        || e.poll_secs > 3600
+    {
+        return Err(invalid(
+            "enroll: ticket_ttl_secs > 0, boot_token_ttl_secs >= 600 and poll_secs within 1..=3600",
+        ));
+    }
+    if e.rate_burst == 0 || !(e.rate_per_sec > 0.0 && e.rate_per_sec.is_finite()) {
+        return Err(invalid("enroll.rate_burst and rate_per_sec must be > 0"));
+    }
+    for name in &e.names {
+        if !valid_hostname(name) {
+            return Err(invalid(format!("enroll.names: {name:?} is not a DNS name")));
+        }
+    }
+    let mut settings = crate::enroll::authority::AuthoritySettings::default();
+    settings.registry.cert_ttl = Duration::from_secs(e.cert_ttl_secs);
+    settings.registry.ticket_ttl = Duration::from_secs(e.ticket_ttl_secs);
+    settings.boot_token_ttl = Duration::from_secs(e.boot_token_ttl_secs);
+    settings.poll = Duration::from_secs(e.poll_secs);
+    settings.rate.burst = e.rate_burst;
+    settings.rate.per_sec = e.rate_per_sec;
+    Ok(EnrollConfig {
+        enabled: e.enabled,
+        listen: e.listen,
+        names: e.names,
+        settings,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -368,6 +480,7 @@ pub struct Config {
     pub manifest: Option<PathBuf>,
     pub tftp: TftpConfig,
     pub http: HttpConfig,
+    pub enroll: EnrollConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -509,6 +622,7 @@ impl TryFrom<RawConfig> for Config {
             listen: raw.http.listen,
         };
         let tftp = validate_tftp(raw.tftp)?;
+        let enroll = validate_enroll(raw.enroll)?;
         let assets_dir = raw
             .boot
             .assets_dir
@@ -521,6 +635,7 @@ impl TryFrom<RawConfig> for Config {
             manifest: raw.boot.manifest,
             tftp,
             http,
+            enroll,
         })
     }
 }

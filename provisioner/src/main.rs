@@ -63,6 +63,83 @@ enum Command {
         #[command(subcommand)]
         command: MachinesCommand,
     },
+    /// Enrolled nodes: list, inspect, approve, reject (asks the running hub
+    /// over its admin socket).
+    Nodes {
+        #[arg(
+            long,
+            short,
+            global = true,
+            default_value = "/etc/provisioner/provisioner.toml"
+        )]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: NodesCommand,
+    },
+    /// Join tokens for node agents (asks the running hub over its admin socket).
+    Tokens {
+        #[arg(
+            long,
+            short,
+            global = true,
+            default_value = "/etc/provisioner/provisioner.toml"
+        )]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodesCommand {
+    /// Every node: state, health, identity.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One node: inventory, certificates, last health, events.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        /// Also print the last N health reports.
+        #[arg(long, default_value = "0")]
+        health: usize,
+    },
+    /// Let a pending node have its certificate.
+    Approve {
+        id: String,
+        /// controlplane or worker.
+        #[arg(long)]
+        role: Option<String>,
+    },
+    /// Refuse a node and revoke its certificates.
+    Reject { id: String },
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// A new token; its secret is printed once and never stored.
+    Create {
+        /// Lifetime: seconds, or with a unit (30m, 12h, 7d).
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// How many machines may enroll with it (default: unlimited).
+        #[arg(long)]
+        uses: Option<u32>,
+        /// Machines enrolling with it are approved without an operator.
+        #[arg(long)]
+        auto_approve: bool,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Revoke {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -125,6 +202,8 @@ fn main() -> anyhow::Result<()> {
             command: LeasesCommand::List { config, json },
         } => list_leases(&config, json),
         Command::Machines { command } => machines(command),
+        Command::Nodes { config, command } => nodes(&Config::load(&config)?, command),
+        Command::Tokens { config, command } => tokens(&Config::load(&config)?, command),
         // Runs before any thread exists: it moves the process into a new network namespace.
         Command::Lab {
             assets,
@@ -304,6 +383,303 @@ fn machines(command: MachinesCommand) -> anyhow::Result<()> {
                     e["what"].as_str().unwrap_or("")
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// One request to the hub's admin API over its Unix socket; returns the JSON
+/// body of a 2xx answer, or the hub's error message.
+fn admin(
+    config: &Config,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    use std::io::{Read, Write};
+    let socket = config.state_dir.join(provisioner::app::ADMIN_SOCKET);
+    let mut conn = std::os::unix::net::UnixStream::connect(&socket)
+        .with_context(|| format!("connecting to {socket:?} (is the hub running? are you root?)"))?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(
+        conn,
+        "{method} {path} HTTP/1.1\r\nHost: hub\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    conn.take(64 << 20).read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let value: serde_json::Value = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+    if !(200..300).contains(&status) {
+        let msg = value["error"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| body.trim().to_owned());
+        anyhow::bail!("{method} {path}: HTTP {status}: {msg}");
+    }
+    Ok(value)
+}
+
+fn ago(unix: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let s = now.saturating_sub(unix);
+    match s {
+        0..120 => format!("{s}s ago"),
+        120..7200 => format!("{}m ago", s / 60),
+        7200..172800 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
+fn str_or<'a>(v: &'a serde_json::Value, dash: &'a str) -> &'a str {
+    v.as_str().unwrap_or(dash)
+}
+
+fn nodes(config: &Config, command: NodesCommand) -> anyhow::Result<()> {
+    match command {
+        NodesCommand::List { json } => {
+            let v = admin(config, "GET", "/api/v1/nodes", None)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!(
+                "{:<14} {:<10} {:<9} {:<12} {:<24} {:<16} {:<18} LAST SEEN",
+                "ID", "STATE", "HEALTH", "ROLE", "VENDOR / PRODUCT", "SERIAL", "MAC"
+            );
+            for n in v.as_array().into_iter().flatten() {
+                let model = format!(
+                    "{} {}",
+                    str_or(&n["vendor"], "?"),
+                    str_or(&n["product"], "")
+                );
+                println!(
+                    "{:<14} {:<10} {:<9} {:<12} {:<24} {:<16} {:<18} {}",
+                    str_or(&n["id"], "-"),
+                    str_or(&n["state"], "-"),
+                    str_or(&n["health"], "-"),
+                    str_or(&n["role"], "-"),
+                    model.trim(),
+                    str_or(&n["serial"], "-"),
+                    str_or(&n["macs"][0], "-"),
+                    ago(n["last_seen"].as_u64().unwrap_or(0)),
+                );
+            }
+        }
+        NodesCommand::Show { id, json, health } => {
+            let v = admin(config, "GET", &format!("/api/v1/nodes/{id}"), None)?;
+            let reports = if health > 0 {
+                admin(
+                    config,
+                    "GET",
+                    &format!("/api/v1/nodes/{id}/health?limit={health}"),
+                    None,
+                )?
+            } else {
+                serde_json::Value::Null
+            };
+            if json {
+                let mut v = v;
+                if health > 0 {
+                    v["health_history"] = reports;
+                }
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            print_node(&v);
+            for r in reports.as_array().into_iter().flatten() {
+                let r = &r["report"];
+                println!(
+                    "  health #{:<5} uptime {:>8.0}s  load {:.2}  mem avail {} MiB",
+                    r["seq"],
+                    r["uptime_secs"].as_f64().unwrap_or(0.0),
+                    r["load"][0].as_f64().unwrap_or(0.0),
+                    r["mem_available_bytes"].as_u64().unwrap_or(0) >> 20
+                );
+            }
+        }
+        NodesCommand::Approve { id, role } => {
+            let body = serde_json::json!({ "role": role });
+            let v = admin(
+                config,
+                "POST",
+                &format!("/api/v1/nodes/{id}/approve"),
+                Some(body),
+            )?;
+            println!(
+                "{} approved (role: {})",
+                str_or(&v["id"], &id),
+                str_or(&v["role"], "none")
+            );
+        }
+        NodesCommand::Reject { id } => {
+            let v = admin(config, "POST", &format!("/api/v1/nodes/{id}/reject"), None)?;
+            println!(
+                "{id} rejected; {} certificate(s) revoked",
+                v["certificates_revoked"]
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_node(v: &serde_json::Value) {
+    let inv = &v["inventory"];
+    println!(
+        "node {}  state {}  health {}",
+        str_or(&v["id"], "-"),
+        str_or(&v["state"], "-"),
+        str_or(&v["health"], "-")
+    );
+    println!("  role        {}", str_or(&v["role"], "-"));
+    println!(
+        "  system      {} {} (serial {}, uuid {})",
+        str_or(&inv["system"]["vendor"], "?"),
+        str_or(&inv["system"]["product"], "?"),
+        str_or(&v["serial"], "-"),
+        str_or(&v["uuid"], "-")
+    );
+    println!("  firmware    {}", str_or(&inv["firmware"]["mode"], "?"));
+    println!("  cpu         {}", str_or(&inv["cpu"]["model"], "?"));
+    println!(
+        "  memory      {} MiB",
+        inv["memory"]["total_bytes"].as_u64().unwrap_or(0) >> 20
+    );
+    for d in inv["disks"].as_array().into_iter().flatten() {
+        println!(
+            "  disk        {:<8} {:>8} GiB  {} {}",
+            str_or(&d["name"], "?"),
+            d["size_bytes"].as_u64().unwrap_or(0) >> 30,
+            str_or(&d["transport"], ""),
+            str_or(&d["model"], "")
+        );
+    }
+    for n in inv["nics"].as_array().into_iter().flatten() {
+        println!(
+            "  nic         {:<8} {}  {}",
+            str_or(&n["name"], "?"),
+            str_or(&n["mac"], "?"),
+            str_or(&n["driver"], "")
+        );
+    }
+    println!("  peer        {}", str_or(&v["peer"], "-"));
+    println!(
+        "  last seen   {}",
+        ago(v["last_seen"].as_u64().unwrap_or(0))
+    );
+    println!(
+        "  reports     {} (lost {})",
+        v["health_reports"], v["health_lost"]
+    );
+    if let Some(h) = v["last_health"].as_object() {
+        println!(
+            "  last health uptime {:.0}s, load {:.2}, mem {}/{} MiB available",
+            h["uptime_secs"].as_f64().unwrap_or(0.0),
+            h["load"][0].as_f64().unwrap_or(0.0),
+            h["mem_available_bytes"].as_u64().unwrap_or(0) >> 20,
+            h["mem_total_bytes"].as_u64().unwrap_or(0) >> 20
+        );
+    }
+    for c in v["certificates"].as_array().into_iter().flatten() {
+        println!(
+            "  certificate {} until {}",
+            str_or(&c["serial"], "?"),
+            c["not_after"]
+        );
+    }
+    for e in v["events"].as_array().into_iter().flatten() {
+        println!(
+            "  event       {}  {}",
+            ago(e["at"].as_u64().unwrap_or(0)),
+            str_or(&e["what"], "")
+        );
+    }
+}
+
+/// `90`, `30m`, `12h`, `7d` -> seconds.
+fn parse_ttl(s: &str) -> anyhow::Result<u64> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().with_context(|| format!("bad duration {s:?}"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => anyhow::bail!("bad duration unit in {s:?} (s, m, h, d)"),
+    };
+    Ok(n * mult)
+}
+
+fn tokens(config: &Config, command: TokensCommand) -> anyhow::Result<()> {
+    match command {
+        TokensCommand::Create {
+            ttl,
+            uses,
+            auto_approve,
+            description,
+        } => {
+            let body = serde_json::json!({
+                "description": description,
+                "ttl_secs": parse_ttl(&ttl)?,
+                "max_uses": uses,
+                "auto_approve": auto_approve,
+            });
+            let v = admin(config, "POST", "/api/v1/tokens", Some(body))?;
+            println!("{}", str_or(&v["token"], ""));
+            eprintln!(
+                "token {} expires {} ({} uses, auto-approve: {}); the secret is not shown again",
+                str_or(&v["id"], "?"),
+                v["expires"],
+                uses.map_or("unlimited".to_owned(), |u| u.to_string()),
+                auto_approve
+            );
+        }
+        TokensCommand::List { json } => {
+            let v = admin(config, "GET", "/api/v1/tokens", None)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!(
+                "{:<8} {:<9} {:>5} {:>5} {:<5} {:<12} DESCRIPTION",
+                "ID", "STATUS", "USES", "MAX", "AUTO", "CREATED"
+            );
+            for t in v.as_array().into_iter().flatten() {
+                let status = if t["revoked"] == true {
+                    "revoked"
+                } else if t["expired"] == true {
+                    "expired"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{:<8} {:<9} {:>5} {:>5} {:<5} {:<12} {}",
+                    str_or(&t["id"], "?"),
+                    status,
+                    t["uses"],
+                    t["max_uses"]
+                        .as_u64()
+                        .map_or("-".to_owned(), |m| m.to_string()),
+                    t["auto_approve"],
+                    ago(t["created"].as_u64().unwrap_or(0)),
+                    str_or(&t["description"], "")
+                );
+            }
+        }
+        TokensCommand::Revoke { id } => {
+            admin(config, "POST", &format!("/api/v1/tokens/{id}/revoke"), None)?;
+            println!("token {id} revoked");
         }
     }
     Ok(())

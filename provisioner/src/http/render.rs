@@ -195,6 +195,30 @@ pub struct Discovery<'a> {
     /// False when the discovery image is not among the verified assets.
     pub available: bool,
     pub console: &'a str,
+    /// How the node agent reaches the enrollment service; `None` when it is off.
+    pub enroll: Option<EnrollArgs<'a>>,
+}
+
+/// Kernel arguments for the node agent. Nothing secret: the CA fingerprint is
+/// public, and the join token is the hub's short-lived discovery token, which
+/// only lets a machine wait for approval (BRIEF security model).
+#[derive(Debug, Clone, Copy)]
+pub struct EnrollArgs<'a> {
+    /// `sha256:<hex>` of the hub CA certificate.
+    pub ca: &'a str,
+    pub token: &'a str,
+    /// The enrollment service's port, on the host the machine reached.
+    pub port: u16,
+}
+
+/// The host part of `http://host[:port]`.
+fn url_host(base: &str) -> &str {
+    let rest = base.strip_prefix("http://").unwrap_or(base);
+    match rest.rsplit_once(':') {
+        // An IPv6 literal keeps its brackets; only a trailing :port is cut.
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => rest,
+    }
 }
 
 /// The discovery script: boots the discovery kernel + initramfs. On BIOS, `imgfree`
@@ -213,6 +237,16 @@ pub fn discovery_script(d: &Discovery<'_>) -> String {
     let base = d.base;
     let initrd_name = DISCOVERY_INITRD.rsplit('/').next().unwrap_or("initrd");
     let mut args = format!("console={} provisioner.url={base}", d.console);
+    if let Some(e) = d.enroll {
+        let _ = write!(
+            args,
+            " provisioner.grpc={}:{} provisioner.ca={} provisioner.token={}",
+            url_host(base),
+            e.port,
+            e.ca,
+            e.token
+        );
+    }
     if d.platform != Some(Platform::Pcbios) {
         args = format!("initrd={initrd_name} {args}");
     }
@@ -334,6 +368,7 @@ mod tests {
             platform: Some(Platform::Pcbios),
             available: true,
             console: "ttyS0",
+            enroll: None,
         });
         assert_eq!(
             bios,
@@ -344,6 +379,7 @@ mod tests {
             platform: Some(Platform::Efi),
             available: true,
             console: "ttyS0",
+            enroll: None,
         });
         assert!(!efi.contains("imgfree"));
         assert!(efi.contains(
@@ -354,6 +390,7 @@ mod tests {
             platform: Some(Platform::Efi),
             available: false,
             console: "ttyS0",
+            enroll: None,
         });
         assert!(none.contains("exit 1") && !none.contains("kernel"));
         let unknown = discovery_script(&Discovery {
@@ -361,11 +398,38 @@ mod tests {
             platform: None,
             available: true,
             console: "ttyS0",
+            enroll: None,
         });
         assert!(
             unknown.contains("imgfree") && unknown.contains("initrd=discovery-initramfs.gz"),
             "unknown platform: both"
         );
+    }
+
+    #[test]
+    fn discovery_script_carries_enrollment_arguments() {
+        let e = EnrollArgs {
+            ca: "sha256:ab12",
+            token: "abcdef.0123456789abcdef",
+            port: 9443,
+        };
+        for (base, grpc) in [
+            ("http://10.0.0.1:8080", "10.0.0.1:9443"),
+            ("http://10.0.0.1", "10.0.0.1:9443"),
+            ("http://[fd00::1]:8080", "[fd00::1]:9443"),
+        ] {
+            let s = discovery_script(&Discovery {
+                base,
+                platform: Some(Platform::Pcbios),
+                available: true,
+                console: "ttyS0",
+                enroll: Some(e),
+            });
+            let want = format!(
+                " provisioner.grpc={grpc} provisioner.ca=sha256:ab12 provisioner.token=abcdef.0123456789abcdef\n"
+            );
+            assert!(s.contains(&want), "base {base}: {s}");
+        }
     }
 
     #[test]

@@ -45,6 +45,8 @@ struct Shared {
     fallback_base: String,
     console: String,
     timeline: Arc<Timeline>,
+    /// The enrollment authority and the port of its gRPC service, when enabled.
+    enroll: Option<(Arc<crate::enroll::Authority>, u16)>,
 }
 
 #[derive(Debug)]
@@ -60,6 +62,7 @@ impl HttpServer {
         assets: Arc<Assets>,
         metrics: Registry,
         timeline: Arc<Timeline>,
+        enroll: Option<(Arc<crate::enroll::Authority>, u16)>,
     ) -> Result<HttpServer, HttpError> {
         let err = |source| HttpError::Bind { addr, source };
         let std = std::net::TcpListener::bind(addr).map_err(err)?;
@@ -74,6 +77,7 @@ impl HttpServer {
                 fallback_base: format!("http://{local}"),
                 console: "ttyS0".into(),
                 timeline,
+                enroll,
             },
         })
     }
@@ -87,8 +91,12 @@ impl HttpServer {
             .route("/api/v1/machines", get(machines))
             .route("/api/v1/machines/{mac}/timeline", get(machine_timeline))
             .route("/metrics", get(metrics))
-            .fallback(not_found)
-            .with_state(self.shared);
+            .fallback(not_found);
+        let enroll = self.shared.enroll.clone();
+        let mut app = app.with_state(self.shared);
+        if let Some((authority, _)) = enroll {
+            app = app.merge(super::api::public(authority));
+        }
         // Scripts are small responses: without TCP_NODELAY, Nagle holds them back.
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
@@ -169,11 +177,38 @@ async fn machine_script(
     let available =
         s.assets.has_http(render::DISCOVERY_KERNEL) && s.assets.has_http(render::DISCOVERY_INITRD);
     tracing::info!(%mac, %peer, uuid = ?q.uuid, serial = ?q.serial, platform = ?q.platform, "machine script: discovery");
+    let fingerprint;
+    let token;
+    let enroll = match &s.enroll {
+        Some((authority, port)) => {
+            fingerprint = authority.ca().fingerprint().to_owned();
+            let a = authority.clone();
+            // Minting a token commits (fsync) once every few hours.
+            token = match tokio::task::spawn_blocking(move || a.boot_token()).await {
+                Ok(Ok(t)) => t,
+                other => {
+                    tracing::error!(result = ?other.map(|r| r.map(|_| ())), "no discovery token");
+                    done(&s.metrics.http, t);
+                    return text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "#!ipxe\necho provisioner: hub error\nexit 1\n".into(),
+                    );
+                }
+            };
+            Some(render::EnrollArgs {
+                ca: &fingerprint,
+                token: &token,
+                port: *port,
+            })
+        }
+        None => None,
+    };
     let script = render::discovery_script(&Discovery {
         base: &base,
         platform: q.platform,
         available,
         console: &s.console,
+        enroll,
     });
     let missing = if available { "" } else { ", image missing" };
     let event = format!(
