@@ -110,38 +110,6 @@ fn random_serial() -> Vec<u8> {
     serial
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64_encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-fn base64_encode(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(T[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// Writes `data` to a new file created with `mode` (never wider, even briefly),
 /// then renames it into place.
 fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), CaError> {
@@ -256,7 +224,7 @@ impl Ca {
     }
 
     pub fn cert_pem(&self) -> String {
-        pem("CERTIFICATE", &self.cert_der)
+        proto::pem::encode("CERTIFICATE", &self.cert_der)
     }
 
     fn key_pem(&self) -> String {
@@ -365,37 +333,7 @@ pub fn csr_key_sha256(csr_der: &[u8]) -> Result<[u8; 32], CaError> {
 }
 
 /// The DER inside the first PEM block labelled `label`.
-pub fn pem_decode(text: &str, label: &str) -> Option<Vec<u8>> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let start = text.find(&begin)? + begin.len();
-    let stop = start + text[start..].find(&end)?;
-    base64_decode(&text[start..stop])
-}
-
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' | b'\r' | b'\n' | b' ' | b'\t' => continue,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
-}
+pub use proto::pem::decode as pem_decode;
 
 /// Facts read back from a certificate the hub issued.
 #[derive(Debug, Clone, PartialEq, Eq)]

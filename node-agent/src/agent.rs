@@ -1,0 +1,427 @@
+//! `node-agent run`: find the hub, pin its CA, enroll, wait for approval, then
+//! report health, fetch the assignment and renew the certificate at half-life,
+//! until cancelled. Every network failure is retried with a capped backoff;
+//! health reports wait in a bounded buffer meanwhile (see `health`).
+//!
+//! The private key never leaves this process: a fresh P-256 key per
+//! enrollment and per renewal; only its CSR is sent.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use proto::v1::enroll_request::Credential;
+use proto::v1::enrollment_client::EnrollmentClient;
+use proto::v1::{AssignmentRequest, EnrollRequest, EnrollState, HealthBatch, RenewRequest};
+use rcgen::{CertificateParams, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::health::{BATCH_MAX, HealthBuffer, measure};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(
+        "no hub address: pass provisioner.url / provisioner.grpc on the kernel command line or flags"
+    )]
+    NoHub,
+    #[error("no join token (provisioner.token)")]
+    NoToken,
+    #[error("fetching the hub CA from {url}: {why}")]
+    FetchCa { url: String, why: String },
+    #[error("the hub CA fingerprint sha256:{got} is not the pinned sha256:{pinned}")]
+    PinMismatch { got: String, pinned: String },
+    #[error("key or CSR: {0}")]
+    Key(#[from] rcgen::Error),
+    #[error("connecting: {0}")]
+    Connect(#[from] proto::client::ClientError),
+    #[error("the hub refused: {0}")]
+    Refused(tonic::Status),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// What the agent needs to run.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// `http://ip:port` of the hub (for its CA certificate).
+    pub url: String,
+    pub grpc: SocketAddr,
+    /// Pinned CA fingerprint (lowercase hex); `None` trusts the first CA seen.
+    pub ca_sha256: Option<String>,
+    pub token: String,
+    /// Health interval; the hub's poll hint takes over once enrolled.
+    pub interval: Option<Duration>,
+    /// Filesystem root to measure ("/" except in tests).
+    pub root: PathBuf,
+    /// The inventory, as JSON, sent with each enrollment.
+    pub inventory_json: String,
+    pub buffer: usize,
+}
+
+/// What the agent is doing, for tests and logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    pub node_id: Option<String>,
+    pub phase: &'static str,
+    pub buffered: usize,
+    pub acked_through: u64,
+    pub dropped: u64,
+    pub assignment: Option<String>,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn now_s() -> i64 {
+    now_ms() / 1000
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// GETs `<url>/ca.pem` over plain HTTP and checks it against the pin: the pin,
+/// not the transport, is what makes it trustworthy.
+pub async fn fetch_ca(url: &str, pin: Option<&str>) -> Result<Vec<u8>, AgentError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let err = |why: String| AgentError::FetchCa {
+        url: url.to_owned(),
+        why,
+    };
+    let authority = url
+        .strip_prefix("http://")
+        .ok_or_else(|| err("not an http:// URL".into()))?
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let addr: SocketAddr = authority
+        .parse()
+        .or_else(|_| format!("{authority}:80").parse())
+        .map_err(|_| err("the host must be an IP address".into()))?;
+    let io = async {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.write_all(
+            format!("GET /ca.pem HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+        let mut raw = Vec::new();
+        tcp.take(64 * 1024).read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(raw)
+    };
+    let raw = tokio::time::timeout(TIMEOUT, io)
+        .await
+        .map_err(|_| err("timed out".into()))?
+        .map_err(|e| err(e.to_string()))?;
+    let text = String::from_utf8_lossy(&raw);
+    if !text.starts_with("HTTP/1.1 200") {
+        return Err(err(text.lines().next().unwrap_or("no answer").to_owned()));
+    }
+    let der =
+        proto::pem::decode(&text, "CERTIFICATE").ok_or_else(|| err("no certificate".into()))?;
+    let got = hex(&Sha256::digest(&der));
+    match pin {
+        Some(pinned) if pinned != got => Err(AgentError::PinMismatch {
+            got,
+            pinned: pinned.to_owned(),
+        }),
+        Some(_) => Ok(der),
+        None => {
+            tracing::warn!(fingerprint = %got, "no CA pin given: trusting the hub CA on first use");
+            Ok(der)
+        }
+    }
+}
+
+enum Next {
+    Continue,
+    Reconnect,
+}
+
+struct Identity {
+    key: KeyPair,
+    cert: Vec<u8>,
+    not_after: i64,
+    issued_at: i64,
+}
+
+fn csr(key: &KeyPair) -> Result<Vec<u8>, AgentError> {
+    Ok(CertificateParams::default()
+        .serialize_request(key)?
+        .der()
+        .to_vec())
+}
+
+async fn connect(
+    grpc: SocketAddr,
+    ca: &[u8],
+    id: Option<&Identity>,
+) -> Result<EnrollmentClient<Channel>, AgentError> {
+    let identity = id.map(|i| {
+        (
+            vec![CertificateDer::from(i.cert.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(i.key.serialize_der())),
+        )
+    });
+    let config = proto::client::client_config(ca, identity)?;
+    let channel = proto::client::connect(grpc, config, TIMEOUT).await?;
+    Ok(EnrollmentClient::new(channel))
+}
+
+/// Sleeps `d` unless cancelled first.
+async fn pause(cancel: &CancellationToken, d: Duration) -> Result<(), AgentError> {
+    tokio::select! {
+        _ = cancel.cancelled() => Err(AgentError::Cancelled),
+        _ = tokio::time::sleep(d) => Ok(()),
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(500u64.saturating_mul(1 << attempt.min(5))).min(Duration::from_secs(15))
+}
+
+/// The agent. `run` drives it until `cancel`.
+pub struct Agent {
+    config: AgentConfig,
+    ca: Vec<u8>,
+    buffer: HealthBuffer,
+    boot_id: String,
+    status: tokio::sync::watch::Sender<Status>,
+    interval: Duration,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("grpc", &self.config.grpc)
+            .field("boot_id", &self.boot_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig) -> (Agent, tokio::sync::watch::Receiver<Status>) {
+        let (status, rx) = tokio::sync::watch::channel(Status {
+            phase: "starting",
+            ..Status::default()
+        });
+        let key = KeyPair::generate()
+            .map(|k| hex(&Sha256::digest(k.serialize_der())))
+            .unwrap_or_default();
+        let agent = Agent {
+            interval: config.interval.unwrap_or(Duration::from_secs(10)),
+            buffer: HealthBuffer::new(config.buffer),
+            config,
+            ca: Vec::new(),
+            // Random per run: a fresh sequence for the hub.
+            boot_id: format!("b{}", &key[..16]),
+            status,
+        };
+        (agent, rx)
+    }
+
+    fn set(&self, f: impl FnOnce(&mut Status)) {
+        self.status.send_modify(f);
+    }
+
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), AgentError> {
+        let mut attempt = 0;
+        self.ca = loop {
+            match fetch_ca(&self.config.url, self.config.ca_sha256.as_deref()).await {
+                Ok(ca) => break ca,
+                Err(e @ AgentError::PinMismatch { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "hub CA not reachable yet");
+                    attempt += 1;
+                    pause(&cancel, backoff(attempt)).await?;
+                }
+            }
+        };
+        tracing::info!(fingerprint = %hex(&Sha256::digest(&self.ca)), "hub CA pinned");
+        loop {
+            let identity = self.enroll(&cancel).await?;
+            // Runs until the certificate can no longer be used (expired, revoked).
+            match self.certified(identity, &cancel).await {
+                Err(AgentError::Cancelled) => return Err(AgentError::Cancelled),
+                Err(e) => {
+                    tracing::warn!(error = %e, "certificate unusable; enrolling again");
+                    pause(&cancel, Duration::from_secs(1)).await?;
+                }
+                Ok(()) => return Ok(()),
+            }
+        }
+    }
+
+    /// Enrolls (token), then polls (ticket) until approved.
+    async fn enroll(&mut self, cancel: &CancellationToken) -> Result<Identity, AgentError> {
+        let mut attempt = 0u32;
+        let key = KeyPair::generate()?;
+        let csr = csr(&key)?;
+        let mut ticket: Option<String> = None;
+        self.set(|s| s.phase = "enrolling");
+        loop {
+            let credential = match &ticket {
+                Some(t) => Credential::Ticket(t.clone()),
+                None => Credential::JoinToken(self.config.token.clone()),
+            };
+            let req = EnrollRequest {
+                credential: Some(credential),
+                csr_der: csr.clone(),
+                inventory_json: self.config.inventory_json.clone(),
+                agent_version: VERSION.into(),
+            };
+            let answer = match connect(self.config.grpc, &self.ca, None).await {
+                Ok(mut c) => c.enroll(req).await.map(|r| r.into_inner()),
+                Err(e) => {
+                    tracing::info!(error = %e, "hub unreachable");
+                    attempt += 1;
+                    pause(cancel, backoff(attempt)).await?;
+                    continue;
+                }
+            };
+            match answer {
+                Ok(r) if r.state == EnrollState::Approved as i32 => {
+                    tracing::info!(node_id = %r.node_id, "approved; certificate received");
+                    self.set(|s| {
+                        s.node_id = Some(r.node_id.clone());
+                        s.phase = "approved";
+                    });
+                    return Ok(Identity {
+                        key,
+                        cert: r.cert_der,
+                        not_after: r.not_after_unix,
+                        issued_at: now_s(),
+                    });
+                }
+                Ok(r) => {
+                    if !r.ticket.is_empty() {
+                        tracing::info!(node_id = %r.node_id, "enrolled; waiting for approval");
+                        ticket = Some(r.ticket.clone());
+                    }
+                    self.set(|s| {
+                        s.node_id = Some(r.node_id.clone());
+                        s.phase = "pending";
+                    });
+                    attempt = 0;
+                    let wait = Duration::from_secs(u64::from(r.retry_after_secs.clamp(1, 300)));
+                    pause(cancel, self.config.interval.unwrap_or(wait).min(wait)).await?;
+                }
+                Err(status) => {
+                    tracing::warn!(code = ?status.code(), message = status.message(), "enrollment refused");
+                    if status.code() == tonic::Code::Unauthenticated {
+                        // A lost ticket (expired, or the hub forgot it): start over with the token.
+                        ticket = None;
+                    }
+                    if status.code() == tonic::Code::PermissionDenied {
+                        self.set(|s| s.phase = "rejected");
+                    }
+                    attempt += 1;
+                    pause(cancel, backoff(attempt + 2)).await?;
+                }
+            }
+        }
+    }
+
+    /// Reports health and fetches the assignment every interval; renews at
+    /// half-life. Returns an error when the certificate is no longer usable.
+    async fn certified(
+        &mut self,
+        mut id: Identity,
+        cancel: &CancellationToken,
+    ) -> Result<(), AgentError> {
+        let mut client: Option<EnrollmentClient<Channel>> = None;
+        let mut failures = 0u32;
+        loop {
+            let report = measure(&self.config.root, now_ms(), VERSION);
+            self.buffer.push(report);
+            if now_s() >= id.not_after {
+                return Err(AgentError::Refused(tonic::Status::unauthenticated(
+                    "certificate expired",
+                )));
+            }
+            if client.is_none() {
+                client = connect(self.config.grpc, &self.ca, Some(&id)).await.ok();
+            }
+            if let Some(c) = client.as_mut() {
+                match self.exchange(c, &mut id).await {
+                    Ok(Next::Continue) => failures = 0,
+                    // The open connection still uses the old certificate.
+                    Ok(Next::Reconnect) => client = None,
+                    Err(status) => {
+                        tracing::info!(code = ?status.code(), message = status.message(), buffered = self.buffer.len(), "hub exchange failed");
+                        client = None;
+                        failures += 1;
+                        // Refused outright (revoked, rejected): a new enrollment is the only way.
+                        if matches!(status.code(), tonic::Code::PermissionDenied) || failures > 20 {
+                            return Err(AgentError::Refused(status));
+                        }
+                    }
+                }
+            }
+            let (buffered, dropped) = (self.buffer.len(), self.buffer.dropped());
+            self.set(|s| {
+                s.buffered = buffered;
+                s.dropped = dropped;
+            });
+            pause(cancel, self.interval).await?;
+        }
+    }
+
+    async fn exchange(
+        &mut self,
+        c: &mut EnrollmentClient<Channel>,
+        id: &mut Identity,
+    ) -> Result<Next, tonic::Status> {
+        while !self.buffer.is_empty() {
+            let batch = HealthBatch {
+                boot_id: self.boot_id.clone(),
+                reports: self.buffer.batch(BATCH_MAX),
+            };
+            let ack = c.report_health(batch).await?.into_inner();
+            self.buffer.ack(ack.acked_through);
+            self.set(|s| s.acked_through = ack.acked_through);
+            if self
+                .buffer
+                .batch(1)
+                .first()
+                .is_some_and(|r| r.seq <= ack.acked_through)
+            {
+                break;
+            }
+        }
+        let a = c.get_assignment(AssignmentRequest {}).await?.into_inner();
+        if self.config.interval.is_none() && a.poll_secs > 0 {
+            self.interval = Duration::from_secs(u64::from(a.poll_secs.clamp(1, 3600)));
+        }
+        let summary = format!("{} {}", a.state, a.action);
+        if self.status.borrow().assignment.as_deref() != Some(summary.as_str()) {
+            tracing::info!(state = %a.state, role = %a.role, action = a.action, "assignment");
+            self.set(|s| s.assignment = Some(summary));
+        }
+        // Renew at half-life, with a new key.
+        if now_s() >= id.issued_at + (id.not_after - id.issued_at) / 2 {
+            let key = KeyPair::generate().map_err(|e| tonic::Status::internal(e.to_string()))?;
+            let csr = csr(&key).map_err(|e| tonic::Status::internal(e.to_string()))?;
+            let r = c.renew(RenewRequest { csr_der: csr }).await?.into_inner();
+            tracing::info!("certificate renewed");
+            *id = Identity {
+                key,
+                cert: r.cert_der,
+                not_after: r.not_after_unix,
+                issued_at: now_s(),
+            };
+            return Ok(Next::Reconnect);
+        }
+        Ok(Next::Continue)
+    }
+}

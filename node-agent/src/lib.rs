@@ -1,0 +1,9 @@
+//! The node agent: runs in the discovery image (and later on installed
+//! nodes). `inventory` collects the hardware facts (pure over a `Source`);
+//! `cmdline` finds the hub; `agent` enrolls over mTLS, reports `health`, and
+//! follows the hub's assignment.
+
+pub mod agent;
+pub mod cmdline;
+pub mod health;
+pub mod inventory;
