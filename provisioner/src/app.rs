@@ -88,6 +88,24 @@ pub fn load_assets(config: &Config) -> Result<Assets, AppError> {
     for (name, why) in &unavailable {
         tracing::warn!(asset = %name, reason = ?why, dir = ?config.assets_dir, "boot asset not served");
     }
+    let mut assets = assets;
+    if let Some(path) = &config.node_agent {
+        match crate::agent_image::build(path) {
+            Ok(archive) => {
+                tracing::info!(agent = ?path, bytes = archive.len(), "node agent packed for the discovery image");
+                assets.insert_generated(
+                    "node-agent.cpio",
+                    crate::agent_image::AGENT_INITRD,
+                    format!("generated from {}", path.display()),
+                    archive,
+                );
+            }
+            Err(crate::agent_image::AgentImageError::Read { .. }) if !path.exists() => {
+                tracing::info!(agent = ?path, "no node agent: the discovery image runs without it");
+            }
+            Err(e) => tracing::warn!(error = %e, "node agent not served"),
+        }
+    }
     tracing::info!(
         served = assets.len(),
         unavailable = unavailable.len(),

@@ -263,6 +263,35 @@ impl Assets {
         (assets, unavailable)
     }
 
+    /// Adds an asset the hub generated itself (served over HTTP only), hashed
+    /// now; the bytes served are these bytes.
+    pub fn insert_generated(&mut self, name: &str, http: &str, source: String, data: Vec<u8>) {
+        use sha2::Digest;
+        let spec = RawAsset {
+            name: name.to_owned(),
+            kind: Kind::Initramfs,
+            arch: Arch::X86_64,
+            firmware: FirmwareKind::Any,
+            sha256: sha2::Sha256::digest(&data)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            size: data.len() as u64,
+            source,
+            tftp: None,
+            http: Some(http.to_owned()),
+        };
+        self.by_http.insert(http.to_owned(), name.to_owned());
+        self.by_name.insert(
+            name.to_owned(),
+            Asset {
+                spec,
+                path: PathBuf::new(),
+                data: Some(bytes::Bytes::from(data)),
+            },
+        );
+    }
+
     /// The asset served over TFTP as `name`. One leading `/` is accepted (some
     /// firmware sends it); everything else must match exactly.
     pub fn tftp(&self, name: &str) -> Option<&Asset> {

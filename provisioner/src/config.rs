@@ -391,6 +391,9 @@ pub struct RawBoot {
     pub assets_dir: Option<PathBuf>,
     /// A manifest to use instead of the one built into the binary.
     pub manifest: Option<PathBuf>,
+    /// The statically linked node agent packed into the discovery image
+    /// (default: `node-agent` beside the `provisioner` executable).
+    pub node_agent: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -478,6 +481,8 @@ pub struct Config {
     pub assets_dir: PathBuf,
     /// `None`: the manifest built into the binary.
     pub manifest: Option<PathBuf>,
+    /// The node agent binary for the discovery image, if any.
+    pub node_agent: Option<PathBuf>,
     pub tftp: TftpConfig,
     pub http: HttpConfig,
     pub enroll: EnrollConfig,
@@ -633,6 +638,10 @@ impl TryFrom<RawConfig> for Config {
             boot,
             assets_dir,
             manifest: raw.boot.manifest,
+            node_agent: raw
+                .boot
+                .node_agent
+                .or_else(crate::agent_image::default_path),
             tftp,
             http,
             enroll,

@@ -1,5 +1,6 @@
 //! The provisioning hub as a library: everything `main.rs` assembles.
 
+pub mod agent_image;
 pub mod app;
 pub mod assets;
 pub mod boot;

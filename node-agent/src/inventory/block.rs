@@ -137,7 +137,9 @@ pub fn collect(src: &dyn Source) -> Vec<Disk> {
             continue;
         }
         let text = |rel: &str| read_text(src, &format!("{dir}/{rel}"));
-        let transport = path.as_deref().and_then(|p| transport_from_path(&name, p));
+        // Without the link (a hand-made fixture, an odd sysfs) the name alone
+        // still says NVMe or MMC.
+        let transport = transport_from_path(&name, path.as_deref().unwrap_or(""));
         // NVMe controllers and virtio-blk disks have a serial attribute;
         // SCSI and SATA disks only have VPD page 80h.
         let serial = text("device/serial")
@@ -240,6 +242,9 @@ mod tests {
             ),
             ("fd0", "../devices/platform/floppy.0/block/fd0", None),
             ("sdh", "../devices/ata-like/block/sdh", None),
+            ("nvme1n1", "", Some(Transport::Nvme)),
+            ("mmcblk1", "", Some(Transport::Mmc)),
+            ("sdi", "", None),
         ];
         for (name, path, want) in cases {
             assert_eq!(transport_from_path(name, path), *want, "case {name} {path}");

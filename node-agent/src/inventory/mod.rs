@@ -21,6 +21,15 @@
 //! - memory total: /proc/meminfo; disks: /sys/block, /dev/disk/by-id;
 //! - NICs: /sys/class/net; PCI: /sys/bus/pci/devices; TPM: /sys/class/tpm.
 
+// Parsers of files a machine (or an attacker with root on it) controls: no
+// panics of any kind, no unchecked indexing.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod block;
 mod bmc;
 mod cpu;

@@ -197,6 +197,8 @@ pub struct Discovery<'a> {
     pub console: &'a str,
     /// How the node agent reaches the enrollment service; `None` when it is off.
     pub enroll: Option<EnrollArgs<'a>>,
+    /// The node agent archive is served: load it as a second initrd.
+    pub agent: bool,
 }
 
 /// Kernel arguments for the node agent. Nothing secret: the CA fingerprint is
@@ -247,7 +249,14 @@ pub fn discovery_script(d: &Discovery<'_>) -> String {
             e.token
         );
     }
+    let agent_name = crate::agent_image::AGENT_INITRD
+        .rsplit('/')
+        .next()
+        .unwrap_or("agent");
     if d.platform != Some(Platform::Pcbios) {
+        if d.agent {
+            args = format!("initrd={agent_name} {args}");
+        }
         args = format!("initrd={initrd_name} {args}");
     }
     if d.platform != Some(Platform::Efi) {
@@ -255,6 +264,9 @@ pub fn discovery_script(d: &Discovery<'_>) -> String {
     }
     let _ = writeln!(s, "kernel {base}{DISCOVERY_KERNEL} {args}");
     let _ = writeln!(s, "initrd {base}{DISCOVERY_INITRD}");
+    if d.agent {
+        let _ = writeln!(s, "initrd {base}{}", crate::agent_image::AGENT_INITRD);
+    }
     s.push_str("boot\n");
     s
 }
@@ -369,6 +381,7 @@ mod tests {
             available: true,
             console: "ttyS0",
             enroll: None,
+            agent: false,
         });
         assert_eq!(
             bios,
@@ -380,6 +393,7 @@ mod tests {
             available: true,
             console: "ttyS0",
             enroll: None,
+            agent: false,
         });
         assert!(!efi.contains("imgfree"));
         assert!(efi.contains(
@@ -391,6 +405,7 @@ mod tests {
             available: false,
             console: "ttyS0",
             enroll: None,
+            agent: false,
         });
         assert!(none.contains("exit 1") && !none.contains("kernel"));
         let unknown = discovery_script(&Discovery {
@@ -399,6 +414,7 @@ mod tests {
             available: true,
             console: "ttyS0",
             enroll: None,
+            agent: false,
         });
         assert!(
             unknown.contains("imgfree") && unknown.contains("initrd=discovery-initramfs.gz"),
@@ -424,7 +440,13 @@ mod tests {
                 available: true,
                 console: "ttyS0",
                 enroll: Some(e),
+                agent: true,
             });
+            assert!(s.contains("initrd http://"), "{s}");
+            assert!(
+                s.contains(&format!("initrd {base}/boot/node-agent.cpio\n")),
+                "{s}"
+            );
             let want = format!(
                 " provisioner.grpc={grpc} provisioner.ca=sha256:ab12 provisioner.token=abcdef.0123456789abcdef\n"
             );

@@ -209,6 +209,7 @@ async fn machine_script(
         available,
         console: &s.console,
         enroll,
+        agent: s.assets.has_http(crate::agent_image::AGENT_INITRD),
     });
     let missing = if available { "" } else { ", image missing" };
     let event = format!(
