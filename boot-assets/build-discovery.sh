@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # build-discovery.sh DEST: builds the discovery image into DEST:
 #   DEST/discovery-vmlinuz       the pinned Debian kernel, verified against manifest.toml
-#   DEST/discovery-initramfs.gz  busybox + NIC modules + discovery/init, byte-reproducible
+#   DEST/discovery-initramfs.gz  busybox + NIC/disk/efivarfs modules + discovery/init, byte-reproducible
 #
 # Everything it uses is pinned in manifest.toml:
 #   - the kernel package: `source` of discovery-vmlinuz (debian:PKG=VERSION:/PATH)

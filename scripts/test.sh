@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 need_root "the test suite"
 need_cargo
-apt_install iproute2 busybox isc-dhcp-client dnsmasq-base kea-admin tftp-hpa atftp curl cpio gzip qemu-system-x86 ipxe-qemu ovmf python3 python3-pytest python3-scapy
+apt_install iproute2 binutils file busybox isc-dhcp-client dnsmasq-base kea-admin tftp-hpa atftp curl cpio gzip qemu-system-x86 ipxe-qemu ovmf python3 python3-pytest python3-scapy
 
 echo "== format and lints"
 cargo fmt --all --check
@@ -18,5 +18,8 @@ cargo test --workspace --locked
 echo "== network-namespace tests (real clients, real sockets)"
 cargo build -p provisioner --locked
 export PROVISIONER_BIN="$PWD/target/debug/provisioner"
+echo "== static node agent for the discovery image"
+PROVISIONER_AGENT="$PWD/$(bash scripts/build-agent.sh)"
+export PROVISIONER_AGENT
 cd tests/system
 /usr/bin/python3 -m pytest -q -p no:cacheprovider

@@ -57,6 +57,8 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("--log")?)
         .with_writer(std::io::stderr)
+        // Plain text: the agent's log usually lands on a serial console or in a file.
+        .with_ansi(false)
         .init();
     match cli.command {
         Command::Inventory { json, root } => {
