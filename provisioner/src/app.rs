@@ -138,7 +138,7 @@ impl App {
                 config.enroll.listen,
                 store.clone(),
                 &config.state_dir,
-                config.enroll.settings,
+                config.enroll.settings.clone(),
                 config.enroll.names.clone(),
                 ips,
                 timeline.clone(),

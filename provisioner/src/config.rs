@@ -130,6 +130,9 @@ pub struct RawEnroll {
     pub rate_burst: u32,
     #[serde(default = "default_rate_per_sec")]
     pub rate_per_sec: f64,
+    /// Machines matching a rule are approved without an operator.
+    #[serde(default)]
+    pub auto_approve: Vec<crate::enroll::registry::AutoApprove>,
 }
 
 fn default_enroll_listen() -> SocketAddr {
@@ -163,6 +166,7 @@ impl Default for RawEnroll {
             poll_secs: default_poll(),
             rate_burst: default_rate_burst(),
             rate_per_sec: default_rate_per_sec(),
+            auto_approve: Vec::new(),
         }
     }
 }
@@ -209,6 +213,15 @@ fn validate_enroll(e: RawEnroll) -> Result<EnrollConfig, ConfigError> {
     settings.poll = Duration::from_secs(e.poll_secs);
     settings.rate.burst = e.rate_burst;
     settings.rate.per_sec = e.rate_per_sec;
+    if e.auto_approve
+        .iter()
+        .any(|r| r.vendor.is_none() && r.product.is_none() && r.serial_prefix.is_none())
+    {
+        return Err(invalid(
+            "enroll.auto_approve: every rule needs vendor, product or serial_prefix",
+        ));
+    }
+    settings.rules = e.auto_approve;
     Ok(EnrollConfig {
         enabled: e.enabled,
         listen: e.listen,

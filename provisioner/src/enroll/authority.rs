@@ -33,8 +33,10 @@ pub enum AuthorityError {
 }
 
 /// Settings of the authority (from `[enroll]`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AuthoritySettings {
+    /// `[[enroll.auto_approve]]` rules.
+    pub rules: Vec<super::registry::AutoApprove>,
     pub registry: Settings,
     pub rate: RateLimit,
     /// How long the hub's own discovery token lives.
@@ -46,6 +48,7 @@ pub struct AuthoritySettings {
 impl Default for AuthoritySettings {
     fn default() -> Self {
         AuthoritySettings {
+            rules: Vec::new(),
             registry: Settings {
                 cert_ttl: Duration::from_secs(24 * 3600),
                 ticket_ttl: Duration::from_secs(24 * 3600),
@@ -121,7 +124,8 @@ impl Authority {
         settings: AuthoritySettings,
         timeline: Arc<Timeline>,
     ) -> Result<Authority, AuthorityError> {
-        let (registry, skipped) = store.load_registry()?;
+        let (mut registry, skipped) = store.load_registry()?;
+        registry.rules = settings.rules.clone();
         tracing::info!(
             nodes = registry.nodes.len(),
             tokens = registry.tokens.len(),

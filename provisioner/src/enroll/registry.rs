@@ -296,8 +296,45 @@ pub struct Settings {
     pub ticket_ttl: Duration,
 }
 
+/// An operator rule that approves matching machines without a human: every
+/// selector given must equal (case-insensitively) what the inventory says.
+/// The inventory is self-asserted, so a rule trusts anyone holding a join token
+/// (the hub's discovery token is readable on the LAN) to tell the truth about
+/// its hardware: use rules only where that is acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoApprove {
+    pub vendor: Option<String>,
+    pub product: Option<String>,
+    pub serial_prefix: Option<String>,
+    pub role: Option<Role>,
+}
+
+impl AutoApprove {
+    pub fn matches(&self, inventory: &serde_json::Value) -> bool {
+        let sys = &inventory["system"];
+        let eq = |want: &Option<String>, field: &str| {
+            want.as_ref().is_none_or(|w| {
+                sys[field]
+                    .as_str()
+                    .is_some_and(|v| v.trim().eq_ignore_ascii_case(w.trim()))
+            })
+        };
+        let prefix = self.serial_prefix.as_ref().is_none_or(|p| {
+            sys["serial"]
+                .as_str()
+                .is_some_and(|s| s.to_ascii_lowercase().starts_with(&p.to_ascii_lowercase()))
+        });
+        // A rule with no selector would approve everything: never match.
+        let any = self.vendor.is_some() || self.product.is_some() || self.serial_prefix.is_some();
+        any && eq(&self.vendor, "vendor") && eq(&self.product, "product") && prefix
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Registry {
+    /// Auto-approval rules from the configuration.
+    pub rules: Vec<AutoApprove>,
     pub nodes: BTreeMap<NodeId, Node>,
     pub tokens: BTreeMap<String, TokenRecord>,
     /// Revoked serial (hex) -> expiry (unix s), after which it needs no listing.
@@ -458,7 +495,8 @@ impl Registry {
         node.enrollments += 1;
         node.last_seen = t;
         node.peer = input.peer;
-        let auto = record.auto_approve;
+        let rule = self.rules.iter().find(|r| r.matches(&input.inventory));
+        let auto = record.auto_approve || rule.is_some();
         if new {
             node.event(t, format!("enrolled with token {}", token.id()));
         } else {
@@ -469,7 +507,13 @@ impl Registry {
         }
         if auto {
             node.state = NodeState::Approved;
-            node.event(t, "approved automatically (token rule)");
+            match rule {
+                Some(r) => {
+                    node.role = node.role.or(r.role);
+                    node.event(t, "approved automatically (hardware rule)");
+                }
+                None => node.event(t, "approved automatically (token)"),
+            }
         } else if node.state != NodeState::Pending {
             // A known machine with a new key may be an impostor copying its
             // identity: approval is needed again.

@@ -255,3 +255,46 @@ fn inventory_is_validated() {
     let huge = format!(r#"{{"x":"{}"}}"#, "a".repeat(INVENTORY_MAX));
     assert!(parse_inventory(&huge).is_err());
 }
+
+#[test]
+fn hardware_rules_approve_matching_machines_only() {
+    let rule = AutoApprove {
+        vendor: Some("QEMU".into()),
+        product: None,
+        serial_prefix: Some("sn-".into()),
+        role: Some(Role::Worker),
+    };
+    let inv = |vendor: &str, serial: &str| serde_json::json!({"system": {"vendor": vendor, "serial": serial}});
+    let cases: &[(&str, serde_json::Value, bool)] = &[
+        ("match", inv("qemu", "SN-1"), true),
+        ("wrong vendor", inv("Dell Inc.", "SN-1"), false),
+        ("wrong serial", inv("QEMU", "XX-1"), false),
+        ("no system", serde_json::json!({}), false),
+    ];
+    for (name, v, want) in cases {
+        assert_eq!(rule.matches(v), *want, "case {name}");
+    }
+    let empty = AutoApprove {
+        vendor: None,
+        product: None,
+        serial_prefix: None,
+        role: None,
+    };
+    assert!(
+        !empty.matches(&inv("QEMU", "SN-1")),
+        "an empty rule matches nothing"
+    );
+
+    let ca = ca();
+    let (mut reg, token) = with_token(None, false);
+    reg.rules = vec![rule];
+    let key = csr();
+    let mut i = input(Credential::Token(token), 1, &key);
+    i.inventory = inv("QEMU", "SN-1");
+    let plan = reg
+        .enroll(i, &ca, settings(), SystemTime::now())
+        .expect("enroll");
+    assert!(plan.outcome.issued.is_some(), "approved by the rule");
+    reg.apply(&plan.changes);
+    assert_eq!(reg.nodes[&plan.outcome.node].role, Some(Role::Worker));
+}
