@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 need_root "the test suite"
 need_cargo
-apt_install iproute2 binutils file busybox isc-dhcp-client dnsmasq-base kea-admin tftp-hpa atftp curl cpio gzip qemu-system-x86 ipxe-qemu ovmf python3 python3-pytest python3-scapy
+apt_install iproute2 binutils file busybox isc-dhcp-client dnsmasq-base kea-admin tftp-hpa atftp curl cpio gzip qemu-system-x86 ipxe-qemu ovmf python3 python3-pytest python3-scapy python3-zeroconf
 
 echo "== format and lints"
 cargo fmt --all --check
@@ -16,7 +16,7 @@ echo "== unit and crate tests"
 cargo test --workspace --locked
 
 echo "== network-namespace tests (real clients, real sockets)"
-cargo build -p provisioner --locked
+cargo build --workspace --locked
 export PROVISIONER_BIN="$PWD/target/debug/provisioner"
 echo "== static node agent for the discovery image"
 PROVISIONER_AGENT="$PWD/$(bash scripts/build-agent.sh)"

@@ -5,5 +5,6 @@
 
 pub mod agent;
 pub mod cmdline;
+pub mod discover;
 pub mod health;
 pub mod inventory;

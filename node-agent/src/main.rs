@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use node_agent::agent::{Agent, AgentConfig, AgentError};
-use node_agent::{cmdline, inventory};
+use node_agent::{cmdline, discover, inventory};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -49,6 +49,11 @@ enum Command {
         /// Health interval in seconds (default: what the hub asks for).
         #[arg(long)]
         interval: Option<u64>,
+        /// Send this inventory (JSON, as `inventory --json` prints) instead of
+        /// collecting one: for simulations and for machines whose firmware
+        /// identifies nothing.
+        #[arg(long)]
+        inventory: Option<PathBuf>,
     },
 }
 
@@ -77,19 +82,35 @@ fn main() -> anyhow::Result<()> {
             ca,
             token,
             interval,
+            inventory: inventory_file,
         } => {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             let args = cmdline::parse(&text);
-            let url = url.or(args.url).ok_or(AgentError::NoHub)?;
-            let grpc = grpc.or(args.grpc).ok_or(AgentError::NoHub)?;
-            let ca_sha256 = match ca {
+            let mut ca_sha256 = match ca {
                 Some(pin) => {
                     Some(cmdline::parse_pin(&pin).context("--ca must be sha256:<64 hex>")?)
                 }
                 None => args.ca_sha256,
             };
             let token = token.or(args.token).ok_or(AgentError::NoToken)?;
-            let inv = inventory::collect(&inventory::RootSource::new("/"));
+            let (url, grpc) = match (url.or(args.url), grpc.or(args.grpc)) {
+                (Some(url), Some(grpc)) => (url, grpc),
+                // Not on the command line: look for the hub by mDNS until it answers.
+                _ => loop {
+                    tracing::info!("no hub address on the command line; browsing mDNS");
+                    let pin = ca_sha256.as_deref();
+                    if let Some(found) = discover::browse(pin, Duration::from_secs(10)) {
+                        ca_sha256 = Some(found.ca_sha256);
+                        break (found.url, found.grpc);
+                    }
+                },
+            };
+            let inventory_json = match inventory_file {
+                Some(path) => {
+                    std::fs::read_to_string(&path).with_context(|| format!("reading {path:?}"))?
+                }
+                None => inventory::to_json(&inventory::collect(&inventory::RootSource::new("/")))?,
+            };
             let config = AgentConfig {
                 url,
                 grpc,
@@ -97,7 +118,7 @@ fn main() -> anyhow::Result<()> {
                 token,
                 interval: interval.map(Duration::from_secs),
                 root: PathBuf::from("/"),
-                inventory_json: inventory::to_json(&inv)?,
+                inventory_json,
                 buffer: node_agent::health::BUFFER_MAX,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()

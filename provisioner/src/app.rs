@@ -47,9 +47,15 @@ pub const ADMIN_SOCKET: &str = "admin.sock";
 
 /// Every address of this host's interfaces, for the hub's TLS certificate.
 fn local_ips() -> Vec<std::net::IpAddr> {
+    local_ips_on(&[])
+}
+
+/// The addresses of the named interfaces (all interfaces when `names` is empty).
+fn local_ips_on(names: &[String]) -> Vec<std::net::IpAddr> {
     let mut ips: Vec<std::net::IpAddr> = nix::ifaddrs::getifaddrs()
         .map(|addrs| {
             addrs
+                .filter(|a| names.is_empty() || names.contains(&a.interface_name))
                 .filter_map(|a| {
                     let addr = a.address?;
                     addr.as_sockaddr_in()
@@ -73,6 +79,7 @@ pub struct App {
     timeline: Arc<Timeline>,
     enroll: Option<EnrollServer>,
     admin: Option<AdminServer>,
+    mdns: Option<crate::mdns::Advertiser>,
 }
 
 /// Loads the manifest (embedded or configured) and verifies the assets it lists.
@@ -161,6 +168,36 @@ impl App {
             }
             None => None,
         };
+        let mdns = match &enroll {
+            Some(server) if config.enroll.mdns => {
+                let ips: Vec<std::net::IpAddr> = local_ips_on(&config.dhcp.interfaces)
+                    .into_iter()
+                    .filter(|ip| !ip.is_loopback())
+                    .collect();
+                let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .ok()
+                    .filter(|h| crate::config::valid_hostname(h))
+                    .unwrap_or_else(|| "provisioner".into());
+                let advert = crate::mdns::Advert {
+                    hostname,
+                    ips,
+                    interfaces: config.dhcp.interfaces.clone(),
+                    grpc_port: config.enroll.listen.port(),
+                    http_port: config.http.listen.port(),
+                    ca: server.authority().ca().fingerprint().to_owned(),
+                };
+                match crate::mdns::Advertiser::start(&advert) {
+                    Ok(a) => Some(a),
+                    // Advertising is a convenience: the hub serves without it.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "mDNS advertising unavailable");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let enroll_info = enroll
             .as_ref()
             .map(|s| (s.authority().clone(), config.enroll.listen.port()));
@@ -203,6 +240,7 @@ impl App {
             timeline,
             enroll,
             admin,
+            mdns,
         })
     }
 
@@ -228,6 +266,13 @@ impl App {
         if let Some(enroll) = self.enroll {
             let c = cancel.clone();
             services.spawn(async move { enroll.run(c).await.map_err(AppError::from) });
+        }
+        if let Some(mdns) = self.mdns {
+            let c = cancel.clone();
+            services.spawn(async move {
+                mdns.run(c).await.ok();
+                Ok(())
+            });
         }
         if let Some(admin) = self.admin {
             let c = cancel.clone();

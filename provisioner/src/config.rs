@@ -133,6 +133,9 @@ pub struct RawEnroll {
     /// Machines matching a rule are approved without an operator.
     #[serde(default)]
     pub auto_approve: Vec<crate::enroll::registry::AutoApprove>,
+    /// Advertise `_provisioner._tcp` over mDNS (on the DHCP interfaces, or all).
+    #[serde(default = "yes")]
+    pub mdns: bool,
 }
 
 fn default_enroll_listen() -> SocketAddr {
@@ -167,6 +170,7 @@ impl Default for RawEnroll {
             rate_burst: default_rate_burst(),
             rate_per_sec: default_rate_per_sec(),
             auto_approve: Vec::new(),
+            mdns: true,
         }
     }
 }
@@ -174,6 +178,7 @@ impl Default for RawEnroll {
 #[derive(Debug, Clone)]
 pub struct EnrollConfig {
     pub enabled: bool,
+    pub mdns: bool,
     pub listen: SocketAddr,
     pub names: Vec<String>,
     pub settings: crate::enroll::authority::AuthoritySettings,
@@ -224,6 +229,7 @@ fn validate_enroll(e: RawEnroll) -> Result<EnrollConfig, ConfigError> {
     settings.rules = e.auto_approve;
     Ok(EnrollConfig {
         enabled: e.enabled,
+        mdns: e.mdns,
         listen: e.listen,
         names: e.names,
         settings,

@@ -9,6 +9,7 @@ pub mod dhcp;
 pub mod enroll;
 pub mod http;
 pub mod lab;
+pub mod mdns;
 pub mod metrics;
 pub mod store;
 pub mod tftp;
