@@ -64,7 +64,8 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let addr = server.local_addr()?;
     let authority = server.authority().clone();
-    let (token, _) = authority.create_token("bench".into(), Duration::from_secs(3600), None, true)?;
+    let (token, _) =
+        authority.create_token("bench".into(), Duration::from_secs(3600), None, true)?;
     let token = token.reveal();
     let ca = authority.ca().cert_der().to_vec();
     let cancel = CancellationToken::new();
@@ -74,7 +75,10 @@ async fn main() -> anyhow::Result<()> {
     let mut prepared = Vec::with_capacity(agents);
     for i in 0..agents {
         let key = KeyPair::generate()?;
-        let csr = CertificateParams::default().serialize_request(&key)?.der().to_vec();
+        let csr = CertificateParams::default()
+            .serialize_request(&key)?
+            .der()
+            .to_vec();
         let mut inv = inventory.clone();
         inv["system"]["uuid"] = format!("00000000-0000-4000-8000-{i:012x}").into();
         inv["system"]["serial"] = format!("BENCH-{i:06}").into();
@@ -92,7 +96,9 @@ async fn main() -> anyhow::Result<()> {
             let _permit = gate.acquire_owned().await.ok()?;
             let t0 = Instant::now();
             let config = proto::client::client_config(&ca, None).ok()?;
-            let channel = proto::client::connect(addr, config, Duration::from_secs(60)).await.ok()?;
+            let channel = proto::client::connect(addr, config, Duration::from_secs(60))
+                .await
+                .ok()?;
             let r = EnrollmentClient::new(channel)
                 .enroll(EnrollRequest {
                     credential: Some(Credential::JoinToken(token)),
@@ -110,11 +116,16 @@ async fn main() -> anyhow::Result<()> {
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
             );
             let config = proto::client::client_config(&ca, Some(identity)).ok()?;
-            let channel = proto::client::connect(addr, config, Duration::from_secs(60)).await.ok()?;
+            let channel = proto::client::connect(addr, config, Duration::from_secs(60))
+                .await
+                .ok()?;
             EnrollmentClient::new(channel)
                 .report_health(HealthBatch {
                     boot_id: "bench".into(),
-                    reports: vec![HealthReport { seq: 1, ..Default::default() }],
+                    reports: vec![HealthReport {
+                        seq: 1,
+                        ..Default::default()
+                    }],
                 })
                 .await
                 .ok()?;
@@ -153,7 +164,10 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("| step | p50 ms | p90 ms | p99 ms | max ms |");
     println!("|---|---:|---:|---:|---:|");
-    for (name, v) in [("enroll (TLS connect + Enroll, fsync)", &enroll), ("health (mTLS connect + ReportHealth, fsync)", &health)] {
+    for (name, v) in [
+        ("enroll (TLS connect + Enroll, fsync)", &enroll),
+        ("health (mTLS connect + ReportHealth, fsync)", &health),
+    ] {
         println!(
             "| {name} | {} | {} | {} | {} |",
             ms(percentile(v, 0.5)),

@@ -405,7 +405,9 @@ impl Agent {
         }
         let summary = format!("{} {}", a.state, a.action);
         if self.status.borrow().assignment.as_deref() != Some(summary.as_str()) {
-            tracing::info!(state = %a.state, role = %a.role, action = a.action, "assignment");
+            let action =
+                proto::v1::Action::try_from(a.action).map_or("unknown", |x| x.as_str_name());
+            tracing::info!(state = %a.state, role = %a.role, action, "assignment");
             self.set(|s| s.assignment = Some(summary));
         }
         // Renew at half-life, with a new key.

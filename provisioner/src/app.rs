@@ -244,6 +244,11 @@ impl App {
         })
     }
 
+    /// The enrollment authority, when enrollment is enabled.
+    pub fn authority(&self) -> Option<Arc<crate::enroll::Authority>> {
+        self.enroll.as_ref().map(|e| e.authority().clone())
+    }
+
     /// The boot timeline the services record into.
     pub fn timeline(&self) -> Arc<Timeline> {
         self.timeline.clone()

@@ -44,6 +44,9 @@ pub struct LabOptions {
     pub assets: PathBuf,
     pub firmware: LabFirmware,
     pub timeout: Duration,
+    /// The static node agent: when given, the VM enrolls, the lab approves it
+    /// as an operator would, and waits for its first health report.
+    pub agent: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +77,8 @@ pub enum LabError {
     Timeout(Duration),
     #[error("the VM reported a failure: {0}")]
     VmFailed(String),
+    #[error("the VM's agent did not {0} within {1:?}")]
+    Agent(&'static str, Duration),
     #[error("lab I/O")]
     Io(#[from] std::io::Error),
 }
@@ -143,13 +148,21 @@ pools = [{{ start = "10.99.0.100", end = "10.99.0.200" }}]
 routers = ["{HUB_ADDR}"]
 [boot]
 assets_dir = "{assets}"
+{agent}
 [tftp]
 listen = "{HUB_ADDR}:69"
 [http]
 listen = "{HUB_ADDR}:8080"
+[enroll]
+poll_secs = 2
 "#,
         state = work.join("state").display(),
         assets = opts.assets.display(),
+        agent = opts
+            .agent
+            .as_ref()
+            .map(|a| format!("node_agent = \"{}\"", a.display()))
+            .unwrap_or_default(),
     ))?;
     println!(
         "lab: hub at {HUB_ADDR} on an isolated bridge (DHCP full, TFTP, HTTP); booting a {:?} VM",
@@ -162,12 +175,19 @@ listen = "{HUB_ADDR}:8080"
     let cancel = CancellationToken::new();
     let app = runtime.block_on(async { App::build(&config) })?;
     let timeline = app.timeline();
+    let authority = app.authority();
     let hub = runtime.spawn(app.run(cancel.clone()));
 
     let serial = work.join("serial.log");
     std::fs::write(&serial, b"")?;
     let mut vm = start_vm(&opts, &work, &serial)?;
-    let result = watch(&serial, opts.timeout, &mut vm);
+    let mut result = watch(&serial, opts.timeout, &mut vm);
+    if result.is_ok()
+        && opts.agent.is_some()
+        && let Some(authority) = &authority
+    {
+        result = enrollment(authority, &serial, opts.timeout);
+    }
     let _ = vm.kill();
     let _ = vm.wait();
     if result.is_err() {
@@ -293,6 +313,63 @@ fn watch(serial: &Path, timeout: Duration, vm: &mut Child) -> Result<(), LabErro
         }
         let _ = std::io::stdout().flush();
         std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Plays the operator: waits for the VM's agent to enroll, approves it, and
+/// waits for its first health report, echoing the agent's console lines.
+fn enrollment(
+    authority: &Arc<crate::enroll::Authority>,
+    serial: &Path,
+    timeout: Duration,
+) -> Result<(), LabError> {
+    let started = Instant::now();
+    let mut approved = false;
+    let mut printed = 0;
+    loop {
+        let text = std::fs::read_to_string(serial).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("node_agent")).collect();
+        for l in lines.iter().skip(printed) {
+            // The console shell's prompt may share the line: start at the module.
+            let from = l.find("node_agent").unwrap_or(0);
+            println!("vm agent: {}", l[from..].trim());
+        }
+        printed = lines.len();
+        let node = authority
+            .nodes()
+            .into_iter()
+            .find(|n| n.claim.macs.contains(&VM_MAC));
+        match node {
+            Some(n) if !approved && n.state == crate::enroll::registry::NodeState::Pending => {
+                let inv = &n.inventory;
+                println!(
+                    "lab: node {} enrolled, pending: {} {}, {} disk(s), {} NIC(s); approving it as an operator would (provisioner nodes approve {})",
+                    n.id,
+                    inv["system"]["vendor"].as_str().unwrap_or("?"),
+                    inv["system"]["product"].as_str().unwrap_or(""),
+                    inv["disks"].as_array().map_or(0, Vec::len),
+                    inv["nics"].as_array().map_or(0, Vec::len),
+                    n.id
+                );
+                authority
+                    .approve(&n.id, None)
+                    .map_err(|e| LabError::VmFailed(e.to_string()))?;
+                approved = true;
+            }
+            Some(n) if n.health_reports > 0 => {
+                println!(
+                    "lab: node {} is approved and reporting health ({} report(s))",
+                    n.id, n.health_reports
+                );
+                return Ok(());
+            }
+            _ => {}
+        }
+        if started.elapsed() > timeout {
+            let what = if approved { "report health" } else { "enroll" };
+            return Err(LabError::Agent(what, timeout));
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 

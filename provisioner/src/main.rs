@@ -57,6 +57,10 @@ enum Command {
         /// Give up after this many seconds.
         #[arg(long, default_value = "240")]
         timeout: u64,
+        /// The static node agent (scripts/build-agent.sh): the VM then enrolls,
+        /// is approved and reports health.
+        #[arg(long)]
+        agent: Option<PathBuf>,
     },
     /// Machines seen booting, and their boot timelines (asks the running hub).
     Machines {
@@ -209,10 +213,12 @@ fn main() -> anyhow::Result<()> {
             assets,
             firmware,
             timeout,
+            agent,
         } => provisioner::lab::run(provisioner::lab::LabOptions {
             assets,
             firmware,
             timeout: std::time::Duration::from_secs(timeout),
+            agent,
         })
         .map_err(anyhow::Error::from),
     }

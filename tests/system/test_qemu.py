@@ -314,11 +314,16 @@ def test_bios_vm_with_smbios_uuid_and_serial_is_identified(lab, tmp_path, boot_a
 
 def test_provisioner_lab_boots_a_vm_and_prints_its_timeline(boot_assets):
     """The README's "see it work" command, run as a user would."""
-    r = sh(BIN, "--log", "warn", "lab", "--assets", str(boot_assets), "--timeout", "200", check=False, timeout=260)
+    agent = os.environ.get("PROVISIONER_AGENT")
+    assert agent, "PROVISIONER_AGENT must name the static node agent (bash scripts/build-agent.sh)"
+    r = sh(BIN, "--log", "warn", "lab", "--assets", str(boot_assets), "--timeout", "200", "--agent", agent,
+           check=False, timeout=300)
     out = r.stdout
     assert r.returncode == 0, f"provisioner lab failed:\n{out}\n{r.stderr[-3000:]}"
     assert "PROVISIONER-DISCOVERY-OK ip=10.99.0." in out and "booted the discovery image through the hub" in out, out
-    for step in ["DISCOVER -> OFFER", "GET /boot.ipxe", "GET /ipxe: discovery script", "GET /boot/discovery-vmlinuz"]:
+    assert "enrolled, pending: QEMU" in out and "is approved and reporting health" in out, out
+    for step in ["DISCOVER -> OFFER", "GET /boot.ipxe", "GET /ipxe: discovery script", "GET /boot/discovery-vmlinuz",
+                 "GET /boot/node-agent.cpio", "enrolled: pending approval", "first health report"]:
         assert step in out, f"timeline lacks {step!r}:\n{out}"
     # The lab's QEMU (its serial log lives in provisioner-lab-<pid>) must not outlive it.
     left = sh("pgrep", "-af", "provisioner-lab-", check=False).stdout.strip()
