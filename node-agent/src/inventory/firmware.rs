@@ -151,14 +151,7 @@ pub fn normalize_uuid(text: &str) -> Option<String> {
     if hex.chars().all(|c| c == '0') || hex.chars().all(|c| c == 'f') {
         return None;
     }
-    Some(format!(
-        "{}-{}-{}-{}-{}",
-        hex.get(0..8)?,
-        hex.get(8..12)?,
-        hex.get(12..16)?,
-        hex.get(16..20)?,
-        hex.get(20..32)?
-    ))
+    super::smbios::hyphenate(&hex)
 }
 
 #[cfg(test)]

@@ -251,6 +251,11 @@ pub fn format_uuid(raw: &[u8; 16], little_endian: bool) -> Option<String> {
         b[6..8].reverse();
     }
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    hyphenate(&hex)
+}
+
+/// 32 lowercase hex digits as `8-4-4-4-12`.
+pub(crate) fn hyphenate(hex: &str) -> Option<String> {
     Some(format!(
         "{}-{}-{}-{}-{}",
         hex.get(0..8)?,
