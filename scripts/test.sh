@@ -18,6 +18,9 @@ cargo test --workspace --locked
 echo "== network-namespace tests (real clients, real sockets)"
 cargo build --workspace --locked
 export PROVISIONER_BIN="$PWD/target/debug/provisioner"
+echo "== node-agent inventory on this machine (must not panic, whatever this machine lacks)"
+target/debug/node-agent inventory --json >/dev/null
+target/debug/node-agent inventory
 echo "== static node agent for the discovery image"
 PROVISIONER_AGENT="$PWD/$(bash scripts/build-agent.sh)"
 export PROVISIONER_AGENT

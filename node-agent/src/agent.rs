@@ -72,6 +72,8 @@ pub struct Status {
     pub acked_through: u64,
     pub dropped: u64,
     pub assignment: Option<String>,
+    /// Certificates renewed since the last enrollment.
+    pub renewals: u32,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(15);
@@ -416,6 +418,7 @@ impl Agent {
             let csr = csr(&key).map_err(|e| tonic::Status::internal(e.to_string()))?;
             let r = c.renew(RenewRequest { csr_der: csr }).await?.into_inner();
             tracing::info!("certificate renewed");
+            self.set(|s| s.renewals += 1);
             *id = Identity {
                 key,
                 cert: r.cert_der,

@@ -22,12 +22,16 @@ struct Hub {
 }
 
 fn build(dir: &Path, addr: SocketAddr) -> EnrollServer {
+    build_with(dir, addr, AuthoritySettings::default())
+}
+
+fn build_with(dir: &Path, addr: SocketAddr, settings: AuthoritySettings) -> EnrollServer {
     let store = EmbeddedStore::open(dir).expect("store");
     EnrollServer::build(
         addr,
         store,
         dir,
-        AuthoritySettings::default(),
+        settings,
         vec![],
         vec![addr.ip()],
         Arc::new(Timeline::default()),
@@ -194,4 +198,58 @@ async fn a_wrong_pin_stops_the_agent() {
     .await
     .expect("pinned CA");
     assert_eq!(ok, server.authority().ca().cert_der().to_vec());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_renews_at_half_life_and_keeps_reporting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = AuthoritySettings::default();
+    // Certificates that live 4 s: the agent must renew every 2 s.
+    settings.registry.cert_ttl = Duration::from_secs(4);
+    let server = build_with(dir.path(), "127.0.0.1:0".parse().expect("addr"), settings);
+    let addr = server.local_addr().expect("addr");
+    let authority = server.authority().clone();
+    let token = authority
+        .create_token("t".into(), Duration::from_secs(600), None, true)
+        .expect("token")
+        .0
+        .reveal();
+    let ca_url = serve_ca(authority.ca().cert_pem()).await;
+    let hub = start(server);
+    let inventory = serde_json::json!({"system": {"serial": "SN-RENEW"}, "nics": [{"mac": "52:54:00:aa:bb:01"}]});
+    let (agent, mut status) = Agent::new(AgentConfig {
+        url: format!("http://{ca_url}"),
+        grpc: addr,
+        ca_sha256: None,
+        token,
+        interval: Some(Duration::from_millis(250)),
+        root: "/".into(),
+        inventory_json: inventory.to_string(),
+        buffer: 100,
+    });
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(agent.run(cancel.clone()));
+    let s = wait_for(&mut status, "three renewals", |s| s.renewals >= 3).await;
+    let after = s.acked_through;
+    let s = wait_for(&mut status, "reports with a renewed certificate", |s| {
+        s.acked_through >= after + 4
+    })
+    .await;
+    assert_eq!(s.phase, "approved", "never fell back to enrolling: {s:?}");
+    cancel.cancel();
+    let _ = task.await;
+    let id = NodeId::parse(s.node_id.as_deref().expect("id")).expect("id");
+    let node = authority.node(&id).expect("node");
+    assert_eq!(node.enrollments, 1, "renewed, not re-enrolled");
+    assert!(
+        node.events
+            .iter()
+            .filter(|e| e.what == "certificate renewed")
+            .count()
+            >= 3,
+        "{:?}",
+        node.events
+    );
+    hub.cancel.cancel();
+    let _ = hub.server_task.await;
 }
