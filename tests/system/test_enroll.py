@@ -123,3 +123,23 @@ def test_vms_enroll_are_approved_and_report_health(lab, tmp_path, boot_assets, a
     for vm in vms:
         vm.stop()
     print(f"nodes: {[(n['id'], n['serial'], n['state']) for n in nodes(hub)]}")
+
+
+def test_uefi_vm_loads_the_agent_and_enrolls(lab, tmp_path, boot_assets, agent_binary):
+    """OVMF's PXE -> ipxe.efi -> the EFI stub loads both initrds from
+    `initrd=` arguments, back to back: the agent archive must come first, or the
+    kernel skips it (an uncompressed cpio is only found at a 4-byte boundary,
+    and the gzip'd discovery initramfs has any length)."""
+    hub_ns = lab.host("hub", f"{HUB_ADDR}/24")
+    body = (config() + f'[boot]\nassets_dir = "{ASSETS}"\nnode_agent = "{agent_binary}"\n' + HTTP
+            + "[enroll]\npoll_secs = 2\n")
+    hub = Hub(lab, hub_ns, tmp_path, body).start(log_filter="info,provisioner=debug")
+    vm = Vm(lab, tmp_path, "enruefi", "52:54:00:e0:00:0f", "uefi", ["-smbios", "type=1,serial=SN-UEFI"])
+    vm.wait_for("PROVISIONER-AGENT-START", hub=hub)
+    found = wait_until("a pending UEFI node", lambda: nodes(hub) or None, ENROLL_TIMEOUT, [vm], hub)
+    node = json.loads(cli(hub, "nodes", "show", found[0]["id"], "--json"))
+    fw = node["inventory"]["firmware"]
+    assert fw["mode"] == "uefi", fw
+    assert fw["secure_boot"] is False, "efivarfs is mounted, so Secure Boot is known (off in plain OVMF)"
+    assert node["serial"] == "SN-UEFI" and node["state"] == "pending", node
+    vm.stop()

@@ -253,20 +253,25 @@ pub fn discovery_script(d: &Discovery<'_>) -> String {
         .rsplit('/')
         .next()
         .unwrap_or("agent");
+    // The agent archive goes first. The EFI stub concatenates `initrd=` files
+    // back to back, and the kernel only finds an uncompressed cpio at a 4-byte
+    // aligned offset: after the gzip'd discovery initramfs (any length) it
+    // would be skipped; the agent archive is padded to 512 bytes, so whatever
+    // follows it is aligned.
     if d.platform != Some(Platform::Pcbios) {
+        args = format!("initrd={initrd_name} {args}");
         if d.agent {
             args = format!("initrd={agent_name} {args}");
         }
-        args = format!("initrd={initrd_name} {args}");
     }
     if d.platform != Some(Platform::Efi) {
         s.push_str("imgfree\n");
     }
     let _ = writeln!(s, "kernel {base}{DISCOVERY_KERNEL} {args}");
-    let _ = writeln!(s, "initrd {base}{DISCOVERY_INITRD}");
     if d.agent {
         let _ = writeln!(s, "initrd {base}{}", crate::agent_image::AGENT_INITRD);
     }
+    let _ = writeln!(s, "initrd {base}{DISCOVERY_INITRD}");
     s.push_str("boot\n");
     s
 }
@@ -444,7 +449,9 @@ mod tests {
             });
             assert!(s.contains("initrd http://"), "{s}");
             assert!(
-                s.contains(&format!("initrd {base}/boot/node-agent.cpio\n")),
+                s.contains(&format!(
+                    "initrd {base}/boot/node-agent.cpio\ninitrd {base}/boot/discovery-initramfs.gz\n"
+                )),
                 "{s}"
             );
             let want = format!(
@@ -452,6 +459,19 @@ mod tests {
             );
             assert!(s.contains(&want), "base {base}: {s}");
         }
+        // UEFI: the agent archive first (alignment of the concatenated initrds).
+        let efi = discovery_script(&Discovery {
+            base: "http://10.0.0.1:8080",
+            platform: Some(Platform::Efi),
+            available: true,
+            console: "ttyS0",
+            enroll: Some(e),
+            agent: true,
+        });
+        assert!(
+            efi.contains(" initrd=node-agent.cpio initrd=discovery-initramfs.gz console="),
+            "{efi}"
+        );
     }
 
     #[test]
