@@ -219,6 +219,7 @@ impl App {
                 dhcp: Some(dhcp.stats.clone()),
                 tftp: tftp.as_ref().map(|t| t.stats.clone()),
                 http: Arc::default(),
+                enroll: enroll.as_ref().map(|e| e.authority().clone()),
             };
             let server = HttpServer::bind(
                 config.http.listen,

@@ -28,6 +28,7 @@ pub struct Registry {
     pub dhcp: Option<Arc<DhcpStats>>,
     pub tftp: Option<Arc<TftpStats>>,
     pub http: Arc<HttpStats>,
+    pub enroll: Option<Arc<crate::enroll::Authority>>,
 }
 
 fn counter(out: &mut String, name: &str, help: &str, value: u64) {
@@ -48,6 +49,52 @@ impl Registry {
     pub fn render(&self) -> String {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut out = String::with_capacity(4096);
+        if let Some(a) = &self.enroll {
+            let e = a.stats();
+            labelled(
+                &mut out,
+                "provisioner_enroll_requests_total",
+                "Enroll calls, by outcome.",
+                "outcome",
+                &[
+                    ("enrolled", get(&e.enrollments)),
+                    ("poll", get(&e.polls)),
+                    ("refused", get(&e.refused)),
+                    ("rate_limited", get(&e.rate_limited)),
+                ],
+            );
+            counter(
+                &mut out,
+                "provisioner_enroll_certificates_issued_total",
+                "Node certificates issued (enrollments and renewals).",
+                get(&e.certificates_issued),
+            );
+            counter(
+                &mut out,
+                "provisioner_enroll_renewals_total",
+                "Certificates renewed.",
+                get(&e.renewals),
+            );
+            counter(
+                &mut out,
+                "provisioner_enroll_health_reports_total",
+                "Health reports stored.",
+                get(&e.health_reports),
+            );
+            counter(
+                &mut out,
+                "provisioner_enroll_tls_handshake_failures_total",
+                "Enrollment TLS handshakes refused or timed out.",
+                get(&e.handshake_failures),
+            );
+            let _ = writeln!(
+                out,
+                "# HELP provisioner_nodes Nodes by lifecycle state.\n# TYPE provisioner_nodes gauge"
+            );
+            for (state, n) in a.state_counts() {
+                let _ = writeln!(out, "provisioner_nodes{{state=\"{state}\"}} {n}");
+            }
+        }
         if let Some(d) = &self.dhcp {
             counter(
                 &mut out,
@@ -173,6 +220,7 @@ mod tests {
             dhcp: Some(Arc::default()),
             tftp: Some(Arc::default()),
             http: Arc::default(),
+            enroll: None,
         };
         if let Some(d) = &reg.dhcp {
             d.replies.store(7, Ordering::Relaxed);

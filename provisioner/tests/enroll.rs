@@ -276,6 +276,12 @@ async fn bad_tokens_are_refused() {
         hub.authority.nodes().is_empty(),
         "no refused attempt created a node"
     );
+    let refused = hub
+        .authority
+        .stats()
+        .refused
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(refused, 5, "every refusal counted for /metrics");
     let ok = c
         .enroll(enroll_req(Credential::JoinToken(good), &key, &inv))
         .await;
@@ -469,6 +475,15 @@ async fn foreign_expired_and_revoked_certificates_are_refused() {
         Ok(mut c) => c.get_assignment(AssignmentRequest {}).await.is_err(),
     };
     assert!(refused, "revoked certificate accepted");
+    let failures = hub
+        .authority
+        .stats()
+        .handshake_failures
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        failures >= 3,
+        "foreign, expired and revoked handshakes counted: {failures}"
+    );
     hub.stop().await;
 }
 

@@ -115,6 +115,10 @@ def test_vms_enroll_are_approved_and_report_health(lab, tmp_path, boot_assets, a
     assert "agent started" in " ".join(e["what"] for e in node["events"]), node["events"]
     other = json.loads(cli(hub, "nodes", "show", b, "--json"))
     assert other["state"] == "pending" and other["health_reports"] == 0, other
+    metrics = hub.lab.ns(hub.ns, "curl", "-sf", f"http://{HUB_ADDR}:8080/metrics").stdout
+    for line in ['provisioner_nodes{state="approved"} 1', 'provisioner_nodes{state="pending"} 1',
+                 'provisioner_enroll_requests_total{outcome="enrolled"} 2']:
+        assert line in metrics, f"{line!r} not in /metrics:\n{metrics}"
 
     # The VM's boot timeline carries the enrollment after DHCP and HTTP.
     out = json.loads(cli(hub, "machines", "show", vms[0].mac, "--json"))

@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -64,6 +65,24 @@ impl Default for AuthoritySettings {
     }
 }
 
+/// Enrollment counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct EnrollStats {
+    /// Token enrollments accepted (new or known machines).
+    pub enrollments: AtomicU64,
+    /// Ticket polls answered (pending or approved).
+    pub polls: AtomicU64,
+    /// Enroll calls refused (token, ticket, CSR, inventory, rejected node).
+    pub refused: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub certificates_issued: AtomicU64,
+    pub renewals: AtomicU64,
+    /// Health reports stored (retries of stored ones not counted).
+    pub health_reports: AtomicU64,
+    /// TLS handshakes that failed (bad, expired, foreign or revoked certificates; garbage).
+    pub handshake_failures: AtomicU64,
+}
+
 /// Serials the TLS acceptor refuses, updated after each committed revocation.
 #[derive(Debug, Default)]
 pub struct Revocations(RwLock<HashSet<String>>);
@@ -110,6 +129,7 @@ pub struct Authority {
     timeline: Arc<Timeline>,
     /// The hub's own discovery token: plaintext in memory only, re-minted after a restart.
     boot_token: Mutex<Option<(JoinToken, u64)>>,
+    stats: Arc<EnrollStats>,
 }
 
 fn unix(now: SystemTime) -> u64 {
@@ -143,6 +163,7 @@ impl Authority {
             revocations: Arc::new(revocations),
             timeline,
             boot_token: Mutex::new(None),
+            stats: Arc::default(),
         })
     }
 
@@ -158,6 +179,30 @@ impl Authority {
         &self.settings
     }
 
+    pub fn stats(&self) -> &Arc<EnrollStats> {
+        &self.stats
+    }
+
+    /// How many nodes are in each lifecycle state (for `/metrics`).
+    pub fn state_counts(&self) -> Vec<(&'static str, u64)> {
+        let reg = self.lock();
+        let mut counts: std::collections::BTreeMap<&'static str, u64> = [
+            "discovered",
+            "pending",
+            "approved",
+            "rejected",
+            "installing",
+            "installed",
+        ]
+        .into_iter()
+        .map(|s| (s, 0))
+        .collect();
+        for n in reg.nodes.values() {
+            *counts.entry(n.state.name()).or_default() += 1;
+        }
+        counts.into_iter().collect()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Registry> {
         // A panic while holding the lock cannot leave the registry half-applied
         // (apply is the last step and does not fail), so poisoning is ignored.
@@ -171,6 +216,13 @@ impl Authority {
     ) -> Result<T, AuthorityError> {
         let mut reg = self.lock();
         let Plan { changes, outcome } = plan(&reg)?;
+        let stored = changes
+            .iter()
+            .filter(|c| matches!(c, Change::Health { .. }))
+            .count() as u64;
+        self.stats
+            .health_reports
+            .fetch_add(stored, Ordering::Relaxed);
         if !changes.is_empty() {
             self.store.commit_registry(&changes)?;
             reg.apply(&changes);
@@ -208,9 +260,34 @@ impl Authority {
         if let Some(ip) = peer {
             let mut rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());
             if !rate.allow(ip, Instant::now()) {
+                self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
                 return Err(EnrollError::RateLimited(ip).into());
             }
         }
+        let result = self.enroll_inner(req, peer, now);
+        let counter = match &result {
+            Err(_) => &self.stats.refused,
+            Ok(o) if o.ticket.is_some() => &self.stats.enrollments,
+            Ok(_) => &self.stats.polls,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Ok(EnrollOutcome {
+            issued: Some(_), ..
+        }) = &result
+        {
+            self.stats
+                .certificates_issued
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn enroll_inner(
+        &self,
+        req: EnrollRequest,
+        peer: Option<IpAddr>,
+        now: SystemTime,
+    ) -> Result<EnrollOutcome, AuthorityError> {
         let credential = match (req.join_token, req.ticket) {
             (Some(token), None) => {
                 Credential::Token(JoinToken::parse(&token).map_err(|_| EnrollError::TokenFormat)?)
@@ -274,6 +351,10 @@ impl Authority {
         let settings = self.settings.registry;
         let serial = hex(serial);
         let issued = self.run(|reg| reg.renew(id, &serial, csr_der, &self.ca, settings, now))?;
+        self.stats.renewals.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .certificates_issued
+            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(node_id = %id, "certificate renewed");
         Ok(issued)
     }

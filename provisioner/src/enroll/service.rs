@@ -401,13 +401,21 @@ async fn accept_loop(
                 let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
+                let stats = authority.stats().clone();
                 handshakes.spawn(async move {
+                    let failed = || stats.handshake_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send(TlsConn::new(tls, addr)).await;
                         }
-                        Ok(Err(e)) => tracing::info!(peer = %addr, error = %e, "TLS handshake refused"),
-                        Err(_) => tracing::info!(peer = %addr, "TLS handshake timed out"),
+                        Ok(Err(e)) => {
+                            failed();
+                            tracing::info!(peer = %addr, error = %e, "TLS handshake refused");
+                        }
+                        Err(_) => {
+                            failed();
+                            tracing::info!(peer = %addr, "TLS handshake timed out");
+                        }
                     }
                 });
             }
