@@ -88,9 +88,7 @@ fn now_s() -> i64 {
     now_ms() / 1000
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use proto::hex::encode as hex;
 
 /// GETs `<url>/ca.pem` over plain HTTP and checks it against the pin: the pin,
 /// not the transport, is what makes it trustworthy.
@@ -217,16 +215,16 @@ impl Agent {
             phase: "starting",
             ..Status::default()
         });
-        let key = KeyPair::generate()
-            .map(|k| hex(&Sha256::digest(k.serialize_der())))
-            .unwrap_or_default();
+        let mut random = [0u8; 8];
+        // A boot id only has to differ between runs; a failing RNG leaves zeros.
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
         let agent = Agent {
             interval: config.interval.unwrap_or(Duration::from_secs(10)),
             buffer: HealthBuffer::new(config.buffer),
             config,
             ca: Vec::new(),
             // Random per run: a fresh sequence for the hub.
-            boot_id: format!("b{}", &key[..16]),
+            boot_id: format!("b{}", hex(&random)),
             status,
         };
         (agent, rx)

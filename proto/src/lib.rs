@@ -5,6 +5,7 @@
 #![allow(missing_debug_implementations)]
 
 pub mod client;
+pub mod hex;
 pub mod pem;
 
 /// Generated from `proto/provisioner.proto` (package `provisioner.v1`).

@@ -174,7 +174,7 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(proto::hex::encode(&h.finalize()))
 }
 
 fn verify(
@@ -218,10 +218,7 @@ fn verify(
                 got: data.len() as u64,
             });
         }
-        let got: String = Sha256::digest(&data)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let got = proto::hex::encode(&Sha256::digest(&data));
         (got, Some(bytes::Bytes::from(data)))
     } else {
         (sha256_file(&real).map_err(unreadable)?, None)
@@ -272,10 +269,7 @@ impl Assets {
             kind: Kind::Initramfs,
             arch: Arch::X86_64,
             firmware: FirmwareKind::Any,
-            sha256: sha2::Sha256::digest(&data)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            sha256: proto::hex::encode(&sha2::Sha256::digest(&data)),
             size: data.len() as u64,
             source,
             tftp: None,
@@ -327,10 +321,7 @@ mod tests {
     fn manifest_for(files: &[(&str, &[u8])]) -> String {
         let mut m = String::new();
         for (name, data) in files {
-            let sha: String = Sha256::digest(data)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let sha = proto::hex::encode(&Sha256::digest(data));
             m.push_str(&format!(
                 "[[asset]]\nname = \"{name}\"\nkind = \"test\"\narch = \"x86_64\"\nfirmware = \"any\"\nsha256 = \"{sha}\"\nsize = {}\nsource = \"test\"\ntftp = \"{name}\"\nhttp = \"/boot/{name}\"\n",
                 data.len()

@@ -313,20 +313,20 @@ fn list_leases(path: &std::path::Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// GETs `path` from the running hub's API and returns the body.
-fn api_get(config: &Config, path: &str) -> anyhow::Result<String> {
-    use std::io::{Read, Write};
-    let mut addr = config.http.listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let timeout = std::time::Duration::from_secs(5);
-    let mut conn = std::net::TcpStream::connect_timeout(&addr, timeout)
-        .with_context(|| format!("connecting to the hub at {addr} (is it running?)"))?;
-    conn.set_read_timeout(Some(timeout))?;
+/// One HTTP/1.1 exchange (`Connection: close`) on `conn`; returns the status
+/// and the body. The CLI's only client, for the TCP port and the admin socket.
+fn http_exchange(
+    mut conn: impl std::io::Read + std::io::Write,
+    method: &str,
+    host: &str,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
+    use std::io::Read;
     write!(
         conn,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )?;
     let mut raw = Vec::new();
     conn.take(64 << 20).read_to_end(&mut raw)?;
@@ -334,11 +334,29 @@ fn api_get(config: &Config, path: &str) -> anyhow::Result<String> {
     let (head, body) = text
         .split_once("\r\n\r\n")
         .context("malformed HTTP response")?;
-    let status = head.split_whitespace().nth(1).unwrap_or("");
-    if status != "200" {
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_owned()))
+}
+
+/// GETs `path` from the running hub's API and returns the body.
+fn api_get(config: &Config, path: &str) -> anyhow::Result<String> {
+    let mut addr = config.http.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let timeout = std::time::Duration::from_secs(5);
+    let conn = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to the hub at {addr} (is it running?)"))?;
+    conn.set_read_timeout(Some(timeout))?;
+    let (status, body) = http_exchange(conn, "GET", &addr.to_string(), path, "")?;
+    if status != 200 {
         anyhow::bail!("{path}: HTTP {status}: {}", body.trim());
     }
-    Ok(body.to_string())
+    Ok(body)
 }
 
 fn machines(command: MachinesCommand) -> anyhow::Result<()> {
@@ -402,29 +420,13 @@ fn admin(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<serde_json::Value> {
-    use std::io::{Read, Write};
     let socket = config.state_dir.join(provisioner::app::ADMIN_SOCKET);
-    let mut conn = std::os::unix::net::UnixStream::connect(&socket)
+    let conn = std::os::unix::net::UnixStream::connect(&socket)
         .with_context(|| format!("connecting to {socket:?} (is the hub running? are you root?)"))?;
     conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    write!(
-        conn,
-        "{method} {path} HTTP/1.1\r\nHost: hub\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut raw = Vec::new();
-    conn.take(64 << 20).read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP response")?;
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let value: serde_json::Value = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+    let (status, body) = http_exchange(conn, method, "hub", path, &body)?;
+    let value: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
     if !(200..300).contains(&status) {
         let msg = value["error"]
             .as_str()
@@ -673,11 +675,11 @@ fn tokens(config: &Config, command: TokensCommand) -> anyhow::Result<()> {
                     "{:<8} {:<9} {:>5} {:>5} {:<5} {:<12} {}",
                     str_or(&t["id"], "?"),
                     status,
-                    t["uses"],
+                    t["uses"].as_u64().unwrap_or(0),
                     t["max_uses"]
                         .as_u64()
                         .map_or("-".to_owned(), |m| m.to_string()),
-                    t["auto_approve"],
+                    t["auto_approve"].as_bool().unwrap_or(false),
                     ago(t["created"].as_u64().unwrap_or(0)),
                     str_or(&t["description"], "")
                 );

@@ -124,6 +124,11 @@ fn csr(key: &KeyPair) -> Vec<u8> {
         .to_vec()
 }
 
+/// The key as the hub takes it from a CSR.
+fn public_key(key: &KeyPair) -> Vec<u8> {
+    provisioner::enroll::ca::csr_public_key(&csr(key)).expect("public key")
+}
+
 fn enroll_req(cred: Credential, key: &KeyPair, inv: &str) -> EnrollRequest {
     EnrollRequest {
         credential: Some(cred),
@@ -432,7 +437,7 @@ async fn foreign_expired_and_revoked_certificates_are_refused() {
     let fkey = KeyPair::generate().expect("key");
     let forged = foreign_ca
         .issue_node(
-            &csr(&fkey),
+            &public_key(&fkey),
             &id,
             SystemTime::now(),
             Duration::from_secs(3600),
@@ -449,7 +454,7 @@ async fn foreign_expired_and_revoked_certificates_are_refused() {
         .authority
         .ca()
         .issue_node(
-            &csr(&ekey),
+            &public_key(&ekey),
             &id,
             SystemTime::now() - Duration::from_secs(2 * 3600),
             Duration::from_secs(1800),

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::ca::{Ca, CaError, Issued, csr_key_sha256};
+use super::ca::{Ca, CaError, Issued, csr_public_key};
 use super::rate::{RateLimit, RateLimiter};
 use super::registry::{
     Change, Credential, EnrollError, EnrollInput, EnrollOutcome, HealthRecord, Node, NodeState,
@@ -186,17 +186,8 @@ impl Authority {
     /// How many nodes are in each lifecycle state (for `/metrics`).
     pub fn state_counts(&self) -> Vec<(&'static str, u64)> {
         let reg = self.lock();
-        let mut counts: std::collections::BTreeMap<&'static str, u64> = [
-            "discovered",
-            "pending",
-            "approved",
-            "rejected",
-            "installing",
-            "installed",
-        ]
-        .into_iter()
-        .map(|s| (s, 0))
-        .collect();
+        let mut counts: std::collections::BTreeMap<&'static str, u64> =
+            NodeState::ALL.iter().map(|s| (s.name(), 0)).collect();
         for n in reg.nodes.values() {
             *counts.entry(n.state.name()).or_default() += 1;
         }
@@ -295,14 +286,13 @@ impl Authority {
             (None, Some(ticket)) => Credential::Ticket(ticket),
             _ => return Err(EnrollError::TokenFormat.into()),
         };
-        let key_sha256 = csr_key_sha256(&req.csr_der).map_err(EnrollError::Csr)?;
+        let public_key = csr_public_key(&req.csr_der).map_err(EnrollError::Csr)?;
         let (inventory, claim) = parse_inventory(&req.inventory_json)?;
         let mut agent_version = req.agent_version;
         agent_version.truncate(64);
         let input = EnrollInput {
             credential,
-            csr_der: req.csr_der,
-            key_sha256,
+            public_key,
             claim,
             inventory,
             agent_version,
@@ -350,7 +340,9 @@ impl Authority {
     ) -> Result<Issued, AuthorityError> {
         let settings = self.settings.registry;
         let serial = hex(serial);
-        let issued = self.run(|reg| reg.renew(id, &serial, csr_der, &self.ca, settings, now))?;
+        let public_key = csr_public_key(csr_der).map_err(EnrollError::Csr)?;
+        let issued =
+            self.run(|reg| reg.renew(id, &serial, &public_key, &self.ca, settings, now))?;
         self.stats.renewals.fetch_add(1, Ordering::Relaxed);
         self.stats
             .certificates_issued

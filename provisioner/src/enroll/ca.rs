@@ -98,8 +98,7 @@ fn offset(t: SystemTime) -> Result<time::OffsetDateTime, CaError> {
 /// `sha256:<hex>` of a certificate's DER: what `provisioner.ca=` pins.
 pub fn fingerprint(der: &[u8]) -> String {
     let digest = Sha256::digest(der);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", proto::hex::encode(&digest))
 }
 
 /// 16 random bytes with the top bit clear: a positive, unpredictable serial.
@@ -231,15 +230,16 @@ impl Ca {
         self.issuer.key().serialize_pem()
     }
 
-    /// A node client certificate for the public key of `csr_der`.
+    /// A node client certificate for `public_key` (SubjectPublicKeyInfo DER,
+    /// from `csr_public_key`).
     pub fn issue_node(
         &self,
-        csr_der: &[u8],
+        public_key: &[u8],
         node: &NodeId,
         now: SystemTime,
         ttl: Duration,
     ) -> Result<Issued, CaError> {
-        let public_key = csr_public_key(csr_der)?;
+        let public_key = SubjectPublicKeyInfo::from_der(public_key).map_err(CaError::CsrKey)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
@@ -307,9 +307,9 @@ impl Ca {
     }
 }
 
-/// The public key of a PKCS#10 request whose self-signature verifies; nothing
-/// else of the request is looked at.
-pub fn csr_public_key(csr_der: &[u8]) -> Result<SubjectPublicKeyInfo, CaError> {
+/// The public key (SubjectPublicKeyInfo DER) of a PKCS#10 request whose
+/// self-signature verifies; nothing else of the request is looked at.
+pub fn csr_public_key(csr_der: &[u8]) -> Result<Vec<u8>, CaError> {
     use x509_parser::prelude::FromDer;
     let (rest, csr) =
         x509_parser::certification_request::X509CertificationRequest::from_der(csr_der)
@@ -318,18 +318,7 @@ pub fn csr_public_key(csr_der: &[u8]) -> Result<SubjectPublicKeyInfo, CaError> {
         return Err(CaError::CsrParse);
     }
     csr.verify_signature().map_err(|_| CaError::CsrSignature)?;
-    SubjectPublicKeyInfo::from_der(csr.certification_request_info.subject_pki.raw)
-        .map_err(CaError::CsrKey)
-}
-
-/// SHA-256 of the SubjectPublicKeyInfo of a CSR whose signature verifies: what
-/// binds a ticket to the key that enrolled.
-pub fn csr_key_sha256(csr_der: &[u8]) -> Result<[u8; 32], CaError> {
-    use x509_parser::prelude::FromDer;
-    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(csr_der)
-        .map_err(|_| CaError::CsrParse)?;
-    csr.verify_signature().map_err(|_| CaError::CsrSignature)?;
-    Ok(Sha256::digest(csr.certification_request_info.subject_pki.raw).into())
+    Ok(csr.certification_request_info.subject_pki.raw.to_vec())
 }
 
 /// The DER inside the first PEM block labelled `label`.

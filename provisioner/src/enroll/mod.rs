@@ -30,10 +30,7 @@ pub struct NodeId(String);
 impl NodeId {
     pub fn random() -> NodeId {
         let b = random_bytes::<6>();
-        NodeId(format!(
-            "n{}",
-            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-        ))
+        NodeId(format!("n{}", hex(&b)))
     }
 
     pub fn parse(s: &str) -> Option<NodeId> {
@@ -74,6 +71,4 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 /// Lowercase hex.
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+pub use proto::hex::encode as hex;

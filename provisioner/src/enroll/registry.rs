@@ -48,6 +48,15 @@ pub enum NodeState {
 }
 
 impl NodeState {
+    pub const ALL: [NodeState; 6] = [
+        NodeState::Discovered,
+        NodeState::Pending,
+        NodeState::Approved,
+        NodeState::Rejected,
+        NodeState::Installing,
+        NodeState::Installed,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             NodeState::Discovered => "discovered",
@@ -271,9 +280,9 @@ pub enum Credential {
 #[derive(Debug, Clone)]
 pub struct EnrollInput {
     pub credential: Credential,
-    pub csr_der: Vec<u8>,
-    /// SHA-256 of the CSR's public key (SubjectPublicKeyInfo DER).
-    pub key_sha256: [u8; 32],
+    /// The CSR's public key (SubjectPublicKeyInfo DER; `ca::csr_public_key`
+    /// verified the request's signature).
+    pub public_key: Vec<u8>,
     pub claim: Claim,
     pub inventory: serde_json::Value,
     pub agent_version: String,
@@ -524,11 +533,11 @@ impl Registry {
         let ticket = format!("{}.{}", node.id, hex(&secret));
         node.ticket = Some(Ticket {
             secret_sha256: hex(&sha256(hex(&secret).as_bytes())),
-            key_sha256: hex(&input.key_sha256),
+            key_sha256: hex(&sha256(&input.public_key)),
             expires: t + settings.ticket_ttl.as_secs(),
         });
         let issued = if node.state.certified() {
-            let (issued, revoke) = issue(&mut node, ca, &input.csr_der, settings, now)?;
+            let (issued, revoke) = issue(&mut node, ca, &input.public_key, settings, now)?;
             changes.extend(revoke);
             Some(issued)
         } else {
@@ -558,7 +567,7 @@ impl Registry {
         let node = self.nodes.get(&id).ok_or(EnrollError::Ticket)?;
         let held = node.ticket.as_ref().ok_or(EnrollError::Ticket)?;
         let secret_ok = ct_eq_hex(&held.secret_sha256, &sha256(secret.as_bytes()));
-        let key_ok = ct_eq_hex(&held.key_sha256, &input.key_sha256);
+        let key_ok = ct_eq_hex(&held.key_sha256, &sha256(&input.public_key));
         if !secret_ok || !key_ok || t >= held.expires {
             return Err(EnrollError::Ticket);
         }
@@ -568,7 +577,7 @@ impl Registry {
                 let mut node = node.clone();
                 node.last_seen = t;
                 node.peer = input.peer;
-                let (issued, mut changes) = issue(&mut node, ca, &input.csr_der, settings, now)?;
+                let (issued, mut changes) = issue(&mut node, ca, &input.public_key, settings, now)?;
                 changes.push(Change::PutNode(Box::new(node)));
                 Ok(Plan {
                     outcome: EnrollOutcome {
@@ -656,7 +665,7 @@ impl Registry {
         &self,
         id: &NodeId,
         serial: &str,
-        csr_der: &[u8],
+        public_key: &[u8],
         ca: &Ca,
         settings: Settings,
         now: std::time::SystemTime,
@@ -671,7 +680,7 @@ impl Registry {
         if !node.certs.iter().any(|c| c.serial == serial) || self.is_revoked(serial) {
             return Err(EnrollError::StaleCert(serial.to_owned()));
         }
-        let (issued, mut changes) = issue(&mut node, ca, csr_der, settings, now)?;
+        let (issued, mut changes) = issue(&mut node, ca, public_key, settings, now)?;
         node.event(unix_s(now), "certificate renewed");
         changes.push(Change::PutNode(Box::new(node)));
         Ok(Plan {
@@ -771,18 +780,18 @@ impl Registry {
     }
 }
 
-/// Signs a certificate for the CSR's key and records it on the node. A node
+/// Signs a certificate for the node's public key and records it on the node. A node
 /// keeps at most `CERTS_KEPT` unexpired certificates: older ones are revoked
 /// (the returned changes), so revocation on reject can never miss one.
 fn issue(
     node: &mut Node,
     ca: &Ca,
-    csr_der: &[u8],
+    public_key: &[u8],
     settings: Settings,
     now: std::time::SystemTime,
 ) -> Result<(Issued, Vec<Change>), EnrollError> {
     let issued = ca
-        .issue_node(csr_der, &node.id, now, settings.cert_ttl)
+        .issue_node(public_key, &node.id, now, settings.cert_ttl)
         .map_err(EnrollError::Sign)?;
     let t = unix_s(now);
     node.certs.retain(|c| c.not_after > t);

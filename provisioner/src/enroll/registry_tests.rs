@@ -14,15 +14,15 @@ fn settings() -> Settings {
     }
 }
 
-fn csr() -> (Vec<u8>, [u8; 32]) {
+/// A fresh key's SubjectPublicKeyInfo, as taken from its CSR.
+fn csr() -> Vec<u8> {
     let key = rcgen::KeyPair::generate().expect("key");
     let der = rcgen::CertificateParams::default()
         .serialize_request(&key)
         .expect("csr")
         .der()
         .to_vec();
-    let sha = super::super::ca::csr_key_sha256(&der).expect("key hash");
-    (der, sha)
+    super::super::ca::csr_public_key(&der).expect("public key")
 }
 
 fn claim(n: u8) -> Claim {
@@ -50,11 +50,10 @@ fn with_token(max_uses: Option<u32>, auto: bool) -> (Registry, JoinToken) {
     (reg, token)
 }
 
-fn input(cred: Credential, n: u8, csr: &(Vec<u8>, [u8; 32])) -> EnrollInput {
+fn input(cred: Credential, n: u8, csr: &[u8]) -> EnrollInput {
     EnrollInput {
         credential: cred,
-        csr_der: csr.0.clone(),
-        key_sha256: csr.1,
+        public_key: csr.to_vec(),
         claim: claim(n),
         inventory: serde_json::json!({}),
         agent_version: "t".into(),
@@ -62,12 +61,7 @@ fn input(cred: Credential, n: u8, csr: &(Vec<u8>, [u8; 32])) -> EnrollInput {
     }
 }
 
-fn enroll(
-    reg: &mut Registry,
-    token: &JoinToken,
-    n: u8,
-    ca: &Ca,
-) -> (EnrollOutcome, (Vec<u8>, [u8; 32])) {
+fn enroll(reg: &mut Registry, token: &JoinToken, n: u8, ca: &Ca) -> (EnrollOutcome, Vec<u8>) {
     let key = csr();
     let plan = reg
         .enroll(
@@ -104,7 +98,7 @@ fn lifecycle_transitions() {
 
     // Renew is for certified nodes only.
     assert!(matches!(
-        reg.renew(&id, "00", &key.0, &ca, settings(), SystemTime::now()),
+        reg.renew(&id, "00", &key, &ca, settings(), SystemTime::now()),
         Err(EnrollError::NotApproved { .. })
     ));
 

@@ -165,11 +165,7 @@ mod hex32 {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
         let s = String::deserialize(d)?;
-        let bytes: Option<Vec<u8>> = (0..s.len())
-            .step_by(2)
-            .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-            .collect();
-        bytes
+        proto::hex::decode(&s)
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
             .ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
     }

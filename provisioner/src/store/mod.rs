@@ -9,6 +9,7 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+use proto::hex::{decode as from_hex, encode as to_hex};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{MacAddr, valid_hostname};
@@ -78,20 +79,6 @@ struct LeaseRecordV1 {
     state: LeaseState,
     starts: Secs,
     expires: Secs,
-}
-
-fn to_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect()
 }
 
 pub fn encode_lease(lease: &Lease) -> Vec<u8> {
