@@ -1,7 +1,6 @@
 """DHCP over real links with real clients: udhcpc, dhclient, dnsmasq, perfdhcp,
 and crafted packets (probe.py) for PXE, relay and hostile input."""
 
-import os
 import random
 import signal
 import time
@@ -104,10 +103,16 @@ def test_dhclient_gets_lease_and_init_reboot_is_acked(lab, make_hub, tmp_path):
     script.chmod(0o755)
 
     def run_once():
-        lab.ns(cli, "dhclient", "-4", "-1", "-v", "-cf", str(conf), "-lf", str(lf), "-pf", str(tmp_path / "pid"),
-               "-sf", str(script), "eth0", timeout=40)
-        pid = (tmp_path / "pid").read_text().strip()
-        os.kill(int(pid), signal.SIGKILL)  # it daemonized after binding; we started it
+        # In the foreground (-d): a daemonizing dhclient exits before its child writes the pid file,
+        # which raced with reading it. We stop it once the script has seen the lease.
+        before = len(ev.read_text().splitlines()) if ev.exists() else 0
+        p = lab.spawn(cli, ["dhclient", "-4", "-d", "-1", "-v", "-cf", str(conf), "-lf", str(lf),
+                            "-pf", str(tmp_path / "pid"), "-sf", str(script), "eth0"], tmp_path / "dhclient.log")
+        bound = lambda: ev.exists() and any(
+            line.split()[0] in ("BOUND", "REBOOT") for line in ev.read_text().splitlines()[before:] if line.split())
+        wait_for(lambda: bound() or p.poll() is not None, timeout=40, what="dhclient lease")
+        p.kill()
+        p.wait(timeout=10)
 
     run_once()
     first = [line.split() for line in ev.read_text().splitlines()]
