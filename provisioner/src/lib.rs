@@ -12,6 +12,7 @@ pub mod lab;
 pub mod mdns;
 pub mod metrics;
 pub mod store;
+pub mod talos;
 pub mod tftp;
 pub mod timeline;
 pub mod udp;

@@ -111,7 +111,7 @@ fn random_serial() -> Vec<u8> {
 
 /// Writes `data` to a new file created with `mode` (never wider, even briefly),
 /// then renames it into place.
-fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), CaError> {
+pub(crate) fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), CaError> {
     let tmp = path.with_extension("tmp");
     let err = |source| CaError::Write {
         path: path.to_owned(),

@@ -1,0 +1,9 @@
+//! Talos Linux machine configs: the cluster secrets bundle, the typed v1.13
+//! config model and its renderer, strategic-merge patches, and our port of
+//! the semantic rules `talosctl validate --mode metal` applies.
+//!
+//! Everything here is pure except `secrets::load_or_create` (one file).
+
+pub mod keys;
+pub mod secrets;
+pub mod yaml;
