@@ -11,6 +11,7 @@ pub mod http;
 pub mod lab;
 pub mod mdns;
 pub mod metrics;
+pub mod profiles;
 pub mod store;
 pub mod talos;
 pub mod tftp;

@@ -5,5 +5,9 @@
 //! Everything here is pure except `secrets::load_or_create` (one file).
 
 pub mod keys;
+pub mod model;
+pub mod patch;
+pub mod render;
 pub mod secrets;
+pub mod validate;
 pub mod yaml;
