@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::assets::{AssetError, Assets, EMBEDDED_MANIFEST, parse_manifest};
 use crate::boot::{BOOT_SCRIPT_PATH, BootTarget};
+use crate::cluster::ClusterService;
 use crate::config::Config;
 use crate::dhcp::server::{DhcpError, DhcpServer};
 use crate::enroll::service::{EnrollServer, ServiceError};
@@ -34,6 +35,8 @@ pub enum AppError {
     Http(#[from] HttpError),
     #[error(transparent)]
     Enroll(#[from] ServiceError),
+    #[error("talos cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("admin socket {path:?}")]
     Admin {
         path: std::path::PathBuf,
@@ -159,11 +162,34 @@ impl App {
         } else {
             None
         };
+        let cluster = match &enroll {
+            Some(_) => {
+                let host = local_ips()
+                    .into_iter()
+                    .find(|ip| !ip.is_loopback())
+                    .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+                let cluster = ClusterService::open(
+                    &config.state_dir,
+                    &config.talos,
+                    host,
+                    std::time::SystemTime::now(),
+                )?;
+                tracing::info!(
+                    cluster = cluster.site().cluster_name,
+                    endpoint = cluster.site().endpoint,
+                    profiles = cluster.profiles().all.len(),
+                    "talos cluster ready"
+                );
+                Some(Arc::new(cluster))
+            }
+            None => None,
+        };
         let admin = match &enroll {
             Some(server) => {
                 let path = config.state_dir.join(ADMIN_SOCKET);
-                let admin = AdminServer::bind(path.clone(), server.authority().clone())
-                    .map_err(|source| AppError::Admin { path, source })?;
+                let admin =
+                    AdminServer::bind(path.clone(), server.authority().clone(), cluster.clone())
+                        .map_err(|source| AppError::Admin { path, source })?;
                 Some(admin)
             }
             None => None,

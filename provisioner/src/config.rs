@@ -105,6 +105,79 @@ pub struct RawConfig {
     pub http: RawHttp,
     #[serde(default)]
     pub enroll: RawEnroll,
+    #[serde(default)]
+    pub talos: RawTalos,
+}
+
+/// `[talos]`: the cluster the hub builds, and how its machine configs look.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTalos {
+    #[serde(default = "default_cluster_name")]
+    pub cluster_name: String,
+    /// `https://<host>:6443`; default: the hub's first address (it is the
+    /// first control plane).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default = "default_kubernetes")]
+    pub kubernetes_version: String,
+    #[serde(default = "default_installer")]
+    pub installer_image: String,
+    #[serde(default = "default_cni")]
+    pub cni: crate::talos::render::CniChoice,
+    /// Talos's discovery service (turn off on air-gapped sites).
+    #[serde(default = "yes")]
+    pub discovery: bool,
+    /// Strategic-merge patch files applied to every node's config.
+    #[serde(default)]
+    pub patches: Vec<PathBuf>,
+    /// Local hardware profiles (`*.toml`) beside the shipped ones.
+    #[serde(default)]
+    pub profiles_dir: Option<PathBuf>,
+    /// Static addressing for nodes (default: DHCP).
+    #[serde(default)]
+    pub network: Option<RawStaticNetwork>,
+}
+
+impl Default for RawTalos {
+    fn default() -> Self {
+        RawTalos {
+            cluster_name: default_cluster_name(),
+            endpoint: None,
+            kubernetes_version: default_kubernetes(),
+            installer_image: default_installer(),
+            cni: default_cni(),
+            discovery: true,
+            patches: Vec::new(),
+            profiles_dir: None,
+            network: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStaticNetwork {
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    #[serde(default)]
+    pub nameservers: Vec<Ipv4Addr>,
+}
+
+fn default_cluster_name() -> String {
+    "site".to_owned()
+}
+fn default_kubernetes() -> String {
+    crate::talos::render::DEFAULT_KUBERNETES.to_owned()
+}
+fn default_installer() -> String {
+    format!(
+        "ghcr.io/siderolabs/installer:{}",
+        crate::talos::TALOS_VERSION
+    )
+}
+fn default_cni() -> crate::talos::render::CniChoice {
+    crate::talos::render::CniChoice::Flannel
 }
 
 /// `[enroll]`: the gRPC enrollment service for node agents (mTLS).
@@ -505,6 +578,100 @@ pub struct Config {
     pub tftp: TftpConfig,
     pub http: HttpConfig,
     pub enroll: EnrollConfig,
+    pub talos: TalosConfig,
+}
+
+/// `[talos]`, checked: names, endpoint, patches parsed, profiles loaded.
+#[derive(Debug, Clone)]
+pub struct TalosConfig {
+    pub cluster_name: String,
+    pub endpoint: Option<String>,
+    pub kubernetes_version: String,
+    pub installer_image: String,
+    pub cni: crate::talos::render::CniChoice,
+    pub discovery: bool,
+    pub patches: Vec<crate::talos::patch::Patch>,
+    pub profiles_dir: Option<PathBuf>,
+    pub network: Option<crate::talos::render::StaticNetwork>,
+}
+
+impl TalosConfig {
+    /// The site's render settings; `endpoint_host` fills a missing endpoint.
+    pub fn site(&self, endpoint_host: std::net::IpAddr) -> crate::talos::render::Site {
+        let endpoint = self
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| match endpoint_host {
+                std::net::IpAddr::V6(v6) => format!("https://[{v6}]:6443"),
+                v4 => format!("https://{v4}:6443"),
+            });
+        let mut site = crate::talos::render::Site::new(&self.cluster_name, &endpoint);
+        site.kubernetes_version = self.kubernetes_version.clone();
+        site.installer_image = Some(self.installer_image.clone());
+        site.cni = self.cni;
+        site.discovery = self.discovery;
+        site.patches = self.patches.clone();
+        site.network = self.network.clone();
+        site
+    }
+}
+
+fn validate_talos(t: RawTalos) -> Result<TalosConfig, ConfigError> {
+    use crate::talos::validate::{dns_name, endpoint_ok};
+    if !dns_name(&t.cluster_name) {
+        return Err(invalid(format!(
+            "talos.cluster_name {:?} is not a DNS label",
+            t.cluster_name
+        )));
+    }
+    if let Some(e) = &t.endpoint
+        && let Err(why) = endpoint_ok(e)
+    {
+        return Err(invalid(format!("talos.endpoint {e:?}: {why}")));
+    }
+    let version_ok = t.kubernetes_version.split('.').count() == 3
+        && t.kubernetes_version
+            .split('.')
+            .all(|p| p.parse::<u32>().is_ok());
+    if !version_ok {
+        return Err(invalid(format!(
+            "talos.kubernetes_version {:?} is not X.Y.Z",
+            t.kubernetes_version
+        )));
+    }
+    let mut patches = Vec::new();
+    for path in &t.patches {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid(format!("talos.patches: {path:?}: {e}")))?;
+        patches.push(
+            crate::talos::patch::Patch::parse(&path.display().to_string(), &text)
+                .map_err(|e| invalid(format!("talos.patches: {e}")))?,
+        );
+    }
+    crate::profiles::Profiles::load(t.profiles_dir.as_deref())
+        .map_err(|e| invalid(format!("talos.profiles_dir: {e}")))?;
+    let network = match t.network {
+        None => None,
+        Some(n) if n.prefix_len == 0 || n.prefix_len > 32 => {
+            return Err(invalid("talos.network.prefix_len must be within 1..=32"));
+        }
+        Some(n) => Some(crate::talos::render::StaticNetwork {
+            prefix_len: n.prefix_len,
+            gateway: n.gateway,
+            nameservers: n.nameservers,
+        }),
+    };
+    Ok(TalosConfig {
+        cluster_name: t.cluster_name,
+        endpoint: t.endpoint,
+        kubernetes_version: t.kubernetes_version,
+        installer_image: t.installer_image,
+        cni: t.cni,
+        discovery: t.discovery,
+        patches,
+        profiles_dir: t.profiles_dir,
+        network,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -647,6 +814,7 @@ impl TryFrom<RawConfig> for Config {
         };
         let tftp = validate_tftp(raw.tftp)?;
         let enroll = validate_enroll(raw.enroll)?;
+        let talos = validate_talos(raw.talos)?;
         let assets_dir = raw
             .boot
             .assets_dir
@@ -664,6 +832,7 @@ impl TryFrom<RawConfig> for Config {
             tftp,
             http,
             enroll,
+            talos,
         })
     }
 }

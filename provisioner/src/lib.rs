@@ -4,6 +4,7 @@ pub mod agent_image;
 pub mod app;
 pub mod assets;
 pub mod boot;
+pub mod cluster;
 pub mod config;
 pub mod dhcp;
 pub mod enroll;

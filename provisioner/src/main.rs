@@ -92,6 +92,59 @@ enum Command {
         #[command(subcommand)]
         command: TokensCommand,
     },
+    /// The Talos cluster: export the secrets bundle, issue a talosconfig
+    /// (asks the running hub over its admin socket).
+    Cluster {
+        #[arg(
+            long,
+            short,
+            global = true,
+            default_value = "/etc/provisioner/provisioner.toml"
+        )]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Hardware profiles: check them, list them, see which one a machine gets.
+    Profiles {
+        /// Local profiles beside the shipped ones.
+        #[arg(long, global = true)]
+        dir: Option<PathBuf>,
+        #[command(subcommand)]
+        command: ProfilesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Print the secrets bundle (`talosctl gen secrets` format). Keep it safe:
+    /// it holds every CA key of the cluster.
+    ExportSecrets {
+        /// Write it to this file (mode 0600) instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Issue an `os:admin` talosconfig for talosctl (one year).
+    Talosconfig {
+        /// Write it to this file (mode 0600) instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Talos API endpoints (default: the control-plane endpoint's host).
+        #[arg(long = "endpoint")]
+        endpoints: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProfilesCommand {
+    /// Validate every shipped and local profile: it parses, its patches apply
+    /// to a rendered config that passes Talos's rules, no two tie.
+    Check,
+    /// Every profile and what it matches.
+    List,
+    /// Which profile and install disk a machine gets, from its inventory JSON
+    /// (`node-agent inventory --json`).
+    Match { inventory: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -208,6 +261,8 @@ fn main() -> anyhow::Result<()> {
         Command::Machines { command } => machines(command),
         Command::Nodes { config, command } => nodes(&Config::load(&config)?, command),
         Command::Tokens { config, command } => tokens(&Config::load(&config)?, command),
+        Command::Cluster { config, command } => cluster(&Config::load(&config)?, command),
+        Command::Profiles { dir, command } => profiles(dir.as_deref(), command),
         // Runs before any thread exists: it moves the process into a new network namespace.
         Command::Lab {
             assets,
@@ -688,6 +743,93 @@ fn tokens(config: &Config, command: TokensCommand) -> anyhow::Result<()> {
         TokensCommand::Revoke { id } => {
             admin(config, "POST", &format!("/api/v1/tokens/{id}/revoke"), None)?;
             println!("token {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+/// Writes `text` to `out` (created 0600) or standard output.
+fn write_secret(out: Option<&std::path::Path>, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match out {
+        None => print!("{text}"),
+        Some(path) => {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating {path:?}"))?;
+            f.write_all(text.as_bytes())?;
+            eprintln!("wrote {path:?} (mode 0600)");
+        }
+    }
+    Ok(())
+}
+
+fn cluster(config: &Config, command: ClusterCommand) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::ExportSecrets { out } => {
+            let v = admin(config, "GET", "/api/v1/cluster/secrets", None)?;
+            write_secret(out.as_deref(), str_or(&v["yaml"], ""))
+        }
+        ClusterCommand::Talosconfig { out, endpoints } => {
+            let body = serde_json::json!({ "endpoints": endpoints });
+            let v = admin(config, "POST", "/api/v1/cluster/talosconfig", Some(body))?;
+            write_secret(out.as_deref(), str_or(&v["yaml"], ""))
+        }
+    }
+}
+
+fn profiles(dir: Option<&std::path::Path>, command: ProfilesCommand) -> anyhow::Result<()> {
+    use provisioner::profiles::{Facts, Profiles};
+    let profiles = Profiles::load(dir)?;
+    match command {
+        ProfilesCommand::Check => {
+            let problems = provisioner::profiles::check_all(&profiles);
+            for p in &profiles.all {
+                let mine: Vec<_> = problems.iter().filter(|(n, _)| n == &p.name).collect();
+                if mine.is_empty() {
+                    println!("ok    {:<28} {}", p.name, p.description);
+                }
+                for (_, why) in mine {
+                    println!("FAIL  {:<28} {why}", p.name);
+                }
+            }
+            if !problems.is_empty() {
+                anyhow::bail!(
+                    "{} problem(s) in {} profile(s)",
+                    problems.len(),
+                    profiles.all.len()
+                );
+            }
+            println!("{} profiles checked", profiles.all.len());
+        }
+        ProfilesCommand::List => {
+            for p in &profiles.all {
+                println!(
+                    "{:<28} vendor={:<12} product={:<24} disk={}",
+                    p.name,
+                    p.selector.sys_vendor.as_deref().unwrap_or("*"),
+                    p.selector.product_name.as_deref().unwrap_or("*"),
+                    p.boot_disk.model.as_deref().unwrap_or("-"),
+                );
+            }
+        }
+        ProfilesCommand::Match { inventory } => {
+            let text = std::fs::read_to_string(&inventory)
+                .with_context(|| format!("reading {inventory:?}"))?;
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{inventory:?} is not inventory JSON"))?;
+            let facts = Facts::from_inventory(&json);
+            let p = profiles.matching(&facts)?;
+            println!("profile {}", p.name);
+            match p.choose_disk(&facts) {
+                Ok(d) => println!("disk    {} (talos selector {:?})", d.device, d.selector),
+                Err(e) => println!("disk    none: {e}"),
+            }
         }
     }
     Ok(())

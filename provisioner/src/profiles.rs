@@ -499,6 +499,51 @@ impl Profiles {
     }
 }
 
+/// `profiles check`: each profile's patches applied to a rendered
+/// control-plane config must pass Talos's rules, and no two profiles may
+/// have the same selector (they would tie on every machine they match).
+/// Returns `(profile, problem)` pairs.
+pub fn check_all(profiles: &Profiles) -> Vec<(String, String)> {
+    use crate::talos::render::{self, InstallTarget, NodeSpec, Role, Site};
+    let mut problems = Vec::new();
+    let secrets = match crate::talos::secrets::SecretsBundle::generate(std::time::SystemTime::now())
+    {
+        Ok(s) => s,
+        Err(e) => return vec![("*".to_owned(), e.to_string())],
+    };
+    let site = Site::new("check", "https://192.0.2.1:6443");
+    for (i, p) in profiles.all.iter().enumerate() {
+        if let Some(q) = profiles.all[..i].iter().find(|q| q.selector == p.selector) {
+            problems.push((
+                p.name.clone(),
+                format!("same selector as {}: they always tie", q.name),
+            ));
+        }
+        let patches = match p.patches() {
+            Ok(patches) => patches,
+            Err(e) => {
+                problems.push((p.name.clone(), e.to_string()));
+                continue;
+            }
+        };
+        let node = NodeSpec {
+            role: Role::Controlplane,
+            hostname: None,
+            install: InstallTarget {
+                disk: Some("/dev/sda".to_owned()),
+                ..InstallTarget::default()
+            },
+            mac: None,
+            address: None,
+            profile_patches: patches,
+        };
+        if let Err(e) = render::render(&site, &secrets, &node) {
+            problems.push((p.name.clone(), e.to_string()));
+        }
+    }
+    problems
+}
+
 #[cfg(test)]
 #[path = "profiles_tests.rs"]
 mod tests;

@@ -19,6 +19,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::cluster::ClusterService;
 use crate::enroll::registry::{EnrollError, Node, Role};
 use crate::enroll::token::TokenRecord;
 use crate::enroll::{Authority, AuthorityError, NodeId};
@@ -265,8 +266,53 @@ pub fn public(authority: Arc<Authority>) -> Router {
         .with_state(authority)
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TalosconfigBody {
+    #[serde(default)]
+    endpoints: Vec<String>,
+}
+
+/// The cluster secrets bundle as `talosctl gen secrets` writes it. Admin only.
+async fn cluster_secrets(State(c): State<Arc<ClusterService>>) -> Json<Value> {
+    tracing::warn!("cluster secrets exported over the admin socket");
+    Json(json!({ "yaml": c.secrets().to_yaml() }))
+}
+
+/// A new `os:admin` talosconfig. Admin only.
+async fn talosconfig(
+    State(c): State<Arc<ClusterService>>,
+    body: Option<Json<TalosconfigBody>>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    // One Ed25519 key and signature: fast enough for the async thread.
+    let yaml = c
+        .talosconfig(&body.endpoints, std::time::SystemTime::now())
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    tracing::info!("talosconfig issued over the admin socket");
+    Ok(Json(json!({ "yaml": yaml })))
+}
+
+async fn list_profiles(State(c): State<Arc<ClusterService>>) -> Json<Value> {
+    let profiles: Vec<Value> = c
+        .profiles()
+        .all
+        .iter()
+        .map(|p| json!({ "name": p.name, "description": p.description, "match": p.selector }))
+        .collect();
+    Json(json!({ "profiles": profiles }))
+}
+
 /// Every route, for the admin socket.
-pub fn admin(authority: Arc<Authority>) -> Router {
+pub fn admin(authority: Arc<Authority>, cluster: Option<Arc<ClusterService>>) -> Router {
+    let cluster_routes = match cluster {
+        Some(c) => Router::new()
+            .route("/api/v1/cluster/secrets", get(cluster_secrets))
+            .route("/api/v1/cluster/talosconfig", post(talosconfig))
+            .route("/api/v1/profiles", get(list_profiles))
+            .with_state(c),
+        None => Router::new(),
+    };
     Router::new()
         .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/nodes/{id}", get(show_node))
@@ -277,6 +323,7 @@ pub fn admin(authority: Arc<Authority>) -> Router {
         .route("/api/v1/tokens/{id}/revoke", post(revoke_token))
         .route("/ca.pem", get(ca_pem))
         .with_state(authority)
+        .merge(cluster_routes)
 }
 
 /// The admin API on a Unix socket that only root (the socket's owner) can use.
@@ -285,6 +332,7 @@ pub struct AdminServer {
     listener: tokio::net::UnixListener,
     path: std::path::PathBuf,
     authority: Arc<Authority>,
+    cluster: Option<Arc<ClusterService>>,
 }
 
 impl AdminServer {
@@ -293,6 +341,7 @@ impl AdminServer {
     pub fn bind(
         path: std::path::PathBuf,
         authority: Arc<Authority>,
+        cluster: Option<Arc<ClusterService>>,
     ) -> std::io::Result<AdminServer> {
         use std::os::unix::fs::PermissionsExt;
         match std::fs::remove_file(&path) {
@@ -306,11 +355,12 @@ impl AdminServer {
             listener,
             path,
             authority,
+            cluster,
         })
     }
 
     pub async fn run(self, cancel: tokio_util::sync::CancellationToken) -> std::io::Result<()> {
-        let app = admin(self.authority);
+        let app = admin(self.authority, self.cluster);
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { cancel.cancelled().await })
             .await;

@@ -4,6 +4,9 @@
 //!
 //! Everything here is pure except `secrets::load_or_create` (one file).
 
+/// The Talos release the hub installs and whose config contract it emits.
+pub const TALOS_VERSION: &str = "v1.13.9";
+
 pub mod keys;
 pub mod model;
 pub mod patch;
