@@ -161,18 +161,9 @@ fn truthy(doc: &Value, path: &str) -> bool {
     at(doc, path).and_then(Value::as_bool) == Some(true)
 }
 
-/// A DNS name: labels of 1..=63 `[A-Za-z0-9-]`, not starting or ending with `-`.
+/// A DNS name (RFC 1123 labels, a trailing dot allowed).
 pub fn dns_name(s: &str) -> bool {
-    let s = s.strip_suffix('.').unwrap_or(s);
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
+    crate::config::valid_hostname(s.strip_suffix('.').unwrap_or(s))
 }
 
 /// `siderolabs/net.ValidateEndpointURI`: scheme, non-empty host, IPv6 in
