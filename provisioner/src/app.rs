@@ -139,18 +139,21 @@ impl App {
         tracing::info!(path = ?store.path(), "store open");
         let timeline = Arc::new(Timeline::default());
         let dhcp = DhcpServer::build(&config.dhcp, &boot, &store, timeline.clone())?;
+        // The hub's addresses: in its server certificate, and the first one is
+        // the default Kubernetes endpoint (the hub is the first control plane).
+        let hub_ips = if config.enroll.listen.ip().is_unspecified() {
+            local_ips()
+        } else {
+            vec![config.enroll.listen.ip()]
+        };
         let enroll = if config.enroll.enabled {
-            let mut ips = local_ips();
-            if !config.enroll.listen.ip().is_unspecified() {
-                ips = vec![config.enroll.listen.ip()];
-            }
             let server = EnrollServer::build(
                 config.enroll.listen,
                 store.clone(),
                 &config.state_dir,
                 config.enroll.settings.clone(),
                 config.enroll.names.clone(),
-                ips,
+                hub_ips.clone(),
                 timeline.clone(),
             )?;
             tracing::info!(
@@ -164,8 +167,9 @@ impl App {
         };
         let cluster = match &enroll {
             Some(_) => {
-                let host = local_ips()
-                    .into_iter()
+                let host = hub_ips
+                    .iter()
+                    .copied()
                     .find(|ip| !ip.is_loopback())
                     .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
                 let cluster = ClusterService::open(

@@ -63,15 +63,10 @@ impl ClusterService {
     /// The control-plane endpoint's host, the default talosconfig endpoint.
     pub fn endpoint_host(&self) -> String {
         let e = &self.site.endpoint;
-        let rest = e.split_once("://").map_or(e.as_str(), |(_, r)| r);
-        let authority = rest.split('/').next().unwrap_or(rest);
-        match authority.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(v6).to_owned(),
-            None => authority
-                .rsplit_once(':')
-                .map_or(authority, |(h, _)| h)
-                .to_owned(),
-        }
+        // Checked when the config loaded (or built from an address): valid.
+        crate::talos::validate::endpoint_host(e)
+            .unwrap_or(e)
+            .to_owned()
     }
 
     /// A fresh `os:admin` talosconfig for the operator.

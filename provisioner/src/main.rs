@@ -29,16 +29,26 @@ enum LogFormat {
     Json,
 }
 
+const DEFAULT_CONFIG: &str = "/etc/provisioner/provisioner.toml";
+
+/// `-c`: the hub's config, through which the CLI finds its state directory
+/// and admin socket.
+#[derive(clap::Args)]
+struct HubConfig {
+    #[arg(long, short, global = true, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the hub.
     Serve {
-        #[arg(long, short, default_value = "/etc/provisioner/provisioner.toml")]
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Validate a config file and print what it resolves to.
     CheckConfig {
-        #[arg(long, short, default_value = "/etc/provisioner/provisioner.toml")]
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// DHCP leases.
@@ -70,38 +80,23 @@ enum Command {
     /// Enrolled nodes: list, inspect, approve, reject (asks the running hub
     /// over its admin socket).
     Nodes {
-        #[arg(
-            long,
-            short,
-            global = true,
-            default_value = "/etc/provisioner/provisioner.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        hub: HubConfig,
         #[command(subcommand)]
         command: NodesCommand,
     },
     /// Join tokens for node agents (asks the running hub over its admin socket).
     Tokens {
-        #[arg(
-            long,
-            short,
-            global = true,
-            default_value = "/etc/provisioner/provisioner.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        hub: HubConfig,
         #[command(subcommand)]
         command: TokensCommand,
     },
     /// The Talos cluster: export the secrets bundle, issue a talosconfig
     /// (asks the running hub over its admin socket).
     Cluster {
-        #[arg(
-            long,
-            short,
-            global = true,
-            default_value = "/etc/provisioner/provisioner.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        hub: HubConfig,
         #[command(subcommand)]
         command: ClusterCommand,
     },
@@ -203,7 +198,7 @@ enum TokensCommand {
 enum MachinesCommand {
     /// Every machine with a timeline, and its last event.
     List {
-        #[arg(long, short, default_value = "/etc/provisioner/provisioner.toml")]
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         #[arg(long)]
         json: bool,
@@ -212,7 +207,7 @@ enum MachinesCommand {
     Show {
         /// The machine's MAC address.
         mac: String,
-        #[arg(long, short, default_value = "/etc/provisioner/provisioner.toml")]
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         #[arg(long)]
         json: bool,
@@ -223,7 +218,7 @@ enum MachinesCommand {
 enum LeasesCommand {
     /// List leases (works while the hub runs).
     List {
-        #[arg(long, short, default_value = "/etc/provisioner/provisioner.toml")]
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -259,9 +254,9 @@ fn main() -> anyhow::Result<()> {
             command: LeasesCommand::List { config, json },
         } => list_leases(&config, json),
         Command::Machines { command } => machines(command),
-        Command::Nodes { config, command } => nodes(&Config::load(&config)?, command),
-        Command::Tokens { config, command } => tokens(&Config::load(&config)?, command),
-        Command::Cluster { config, command } => cluster(&Config::load(&config)?, command),
+        Command::Nodes { hub, command } => nodes(&Config::load(&hub.config)?, command),
+        Command::Tokens { hub, command } => tokens(&Config::load(&hub.config)?, command),
+        Command::Cluster { hub, command } => cluster(&Config::load(&hub.config)?, command),
         Command::Profiles { dir, command } => profiles(dir.as_deref(), command),
         // Runs before any thread exists: it moves the process into a new network namespace.
         Command::Lab {

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::talos::model::DiskSelector;
 use crate::talos::patch::Patch;
+pub use crate::talos::validate::parse_size;
 
 /// The profiles shipped in the binary, `(file name, text)`.
 pub const SHIPPED: &[(&str, &str)] = &[
@@ -199,7 +200,7 @@ pub struct DiskFacts {
 impl Facts {
     /// From the agent's inventory JSON (unknown fields ignored).
     pub fn from_inventory(json: &serde_json::Value) -> Facts {
-        serde_json::from_value(json.clone()).unwrap_or_default()
+        Facts::deserialize(json).unwrap_or_default()
     }
 }
 
@@ -225,26 +226,6 @@ pub fn glob(pattern: &str, s: &str) -> bool {
         }
     }
     p[pi..].iter().all(|&c| c == '*')
-}
-
-/// `480GB`, `2TB`, `4GiB`, `1000000` -> bytes (decimal and binary units).
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-    let n: u64 = s.get(..digits)?.parse().ok()?;
-    let mult: u64 = match s.get(digits..)?.trim() {
-        "" | "B" => 1,
-        "kB" | "KB" => 1000,
-        "MB" => 1000_u64.pow(2),
-        "GB" => 1000_u64.pow(3),
-        "TB" => 1000_u64.pow(4),
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "TiB" => 1 << 40,
-        _ => return None,
-    };
-    n.checked_mul(mult)
 }
 
 fn field_score(pattern: &Option<String>, value: Option<&str>) -> Option<u32> {

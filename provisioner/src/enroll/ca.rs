@@ -90,7 +90,7 @@ fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn offset(t: SystemTime) -> Result<time::OffsetDateTime, CaError> {
+pub(crate) fn offset(t: SystemTime) -> Result<time::OffsetDateTime, CaError> {
     let secs = i64::try_from(unix(t)).map_err(|_| CaError::Time)?;
     time::OffsetDateTime::from_unix_timestamp(secs).map_err(|_| CaError::Time)
 }
@@ -102,7 +102,7 @@ pub fn fingerprint(der: &[u8]) -> String {
 }
 
 /// 16 random bytes with the top bit clear: a positive, unpredictable serial.
-fn random_serial() -> Vec<u8> {
+pub(crate) fn random_serial() -> Vec<u8> {
     let mut serial = super::random_bytes::<16>().to_vec();
     serial[0] &= 0x7f;
     serial[0] |= 0x01 << 6; // never a leading zero byte, so DER keeps all 16

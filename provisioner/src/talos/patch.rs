@@ -95,11 +95,7 @@ pub fn apply(docs: &mut Vec<Value>, patch: &Patch) {
             }
             (None, true) => {}
             (Some(i), false) => merge(&mut docs[i], p),
-            (None, false) => {
-                let mut fresh = Value::Mapping(Mapping::new());
-                merge(&mut fresh, p);
-                docs.push(fresh);
-            }
+            (None, false) => docs.push(fresh(p)),
         }
     }
 }
@@ -119,13 +115,7 @@ fn merge(target: &mut Value, patch: &Value) {
                 match t.get_mut(k) {
                     Some(tv) if !replace => merge(tv, pv),
                     _ => {
-                        let mut fresh = match pv {
-                            Value::Mapping(_) => Value::Mapping(Mapping::new()),
-                            Value::Sequence(_) => Value::Sequence(Vec::new()),
-                            other => other.clone(),
-                        };
-                        merge(&mut fresh, pv);
-                        t.insert(k.clone(), fresh);
+                        t.insert(k.clone(), fresh(pv));
                     }
                 }
             }
@@ -139,14 +129,7 @@ fn merge(target: &mut Value, patch: &Value) {
                             !spec.iter().all(|(k, v)| el.get(k) == Some(v)) || spec.is_empty()
                         });
                     }
-                    other => {
-                        let mut fresh = match other {
-                            Value::Mapping(_) => Value::Mapping(Mapping::new()),
-                            _ => other.clone(),
-                        };
-                        merge(&mut fresh, other);
-                        t.push(fresh);
-                    }
+                    other => t.push(fresh(other)),
                 }
             }
         }
@@ -157,24 +140,22 @@ fn merge(target: &mut Value, patch: &Value) {
                 || p.as_str() == Some("")
                 || p.as_i64() == Some(0) && !matches!(t, Value::Null);
             if !zero {
-                *t = strip(p);
+                *t = fresh(p);
             }
         }
     }
 }
 
-/// A patch value with its `$patch` directives removed.
-fn strip(v: &Value) -> Value {
-    match v {
-        Value::Mapping(m) => Value::Mapping(
-            without_directive(m)
-                .into_iter()
-                .map(|(k, v)| (k, strip(&v)))
-                .collect(),
-        ),
-        Value::Sequence(s) => Value::Sequence(s.iter().map(strip).collect()),
-        other => other.clone(),
-    }
+/// A patch value where nothing was before: merged into an empty value of its
+/// kind, so its `$patch` directives are applied (to nothing) and dropped.
+fn fresh(p: &Value) -> Value {
+    let mut out = match p {
+        Value::Mapping(_) => Value::Mapping(Mapping::new()),
+        Value::Sequence(_) => Value::Sequence(Vec::new()),
+        scalar => return scalar.clone(),
+    };
+    merge(&mut out, p);
+    out
 }
 
 #[cfg(test)]
@@ -247,6 +228,15 @@ mod tests {
                 "version: v1alpha1\nmachine:\n  nodeLabels:\n    keep: x\ncluster:\n  apiServer:\n    admissionControl:\n      - name: Other\n"
             )
         );
+    }
+
+    #[test]
+    fn new_values_arrive_once_without_directives() {
+        let out = patched(
+            "a: [[1]]\n",
+            "a: [[2, 3]]\nb:\n  c: [{name: x, $patch: delete}, {name: y}]\n  d: {$patch: delete}\n",
+        );
+        assert_eq!(out, docs("a: [[1], [2, 3]]\nb:\n  c: [{name: y}]\n"));
     }
 
     #[test]

@@ -21,9 +21,9 @@ pub const TALOS_CONTRACT: &str = "v1.13";
 /// `constants.DefaultKubernetesVersion` of Talos v1.13.9.
 pub const DEFAULT_KUBERNETES: &str = "1.36.3";
 
-/// What the config is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// What the config is for: the registry's role (`enroll::registry::Role`),
+/// with the one-node cluster's control plane as its own flavour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// The only node: control plane that also runs workloads.
     SingleNode,
@@ -32,15 +32,6 @@ pub enum Role {
 }
 
 impl Role {
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "single-node" => Some(Role::SingleNode),
-            "controlplane" | "control-plane" => Some(Role::Controlplane),
-            "worker" => Some(Role::Worker),
-            _ => None,
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             Role::SingleNode => "single-node",

@@ -177,17 +177,12 @@ fn b64url(data: &[u8]) -> String {
 // ---- generation ----------------------------------------------------------------------------
 
 fn offset(t: SystemTime) -> Result<time::OffsetDateTime, SecretsError> {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_err(crypto)?
-        .as_secs();
-    time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).map_err(crypto)?).map_err(crypto)
+    crate::enroll::ca::offset(t).map_err(crypto)
 }
 
+/// A positive 128-bit serial, as the hub's own CA issues them.
 fn random_serial() -> SerialNumber {
-    let mut serial = random_bytes::<16>();
-    serial[0] &= 0x7f; // positive
-    SerialNumber::from_slice(&serial)
+    SerialNumber::from_slice(&crate::enroll::ca::random_serial())
 }
 
 /// Talos's `NewSelfSignedCertificateAuthority`: the caller picks key and subject.

@@ -169,6 +169,11 @@ pub fn dns_name(s: &str) -> bool {
 /// `siderolabs/net.ValidateEndpointURI`: scheme, non-empty host, IPv6 in
 /// brackets, numeric port.
 pub fn endpoint_ok(s: &str) -> Result<(), String> {
+    endpoint_host(s).map(|_| ())
+}
+
+/// The host of a valid endpoint URI (an IPv6 address without brackets).
+pub fn endpoint_host(s: &str) -> Result<&str, String> {
     let (scheme, rest) = s
         .split_once("://")
         .ok_or("no scheme (want https://host:port)")?;
@@ -201,7 +206,7 @@ pub fn endpoint_ok(s: &str) -> Result<(), String> {
     {
         return Err(format!("port {p:?} is not a number"));
     }
-    Ok(())
+    Ok(host)
 }
 
 /// Kubernetes label key: `[prefix/]name`, prefix a DNS subdomain, name 1..=63.
@@ -221,21 +226,37 @@ fn label_value(v: &str) -> bool {
         && !v.ends_with(['-', '_', '.'])
 }
 
+/// `480GB`, `2TB`, `4GiB`, `1000000` -> bytes (decimal and binary units, as
+/// Talos's disk selector sizes).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let n: u64 = s.get(..digits)?.parse().ok()?;
+    let mult: u64 = match s.get(digits..)?.trim() {
+        "" | "B" => 1,
+        "kB" | "KB" => 1000,
+        "MB" => 1000_u64.pow(2),
+        "GB" => 1000_u64.pow(3),
+        "TB" => 1000_u64.pow(4),
+        "PB" => 1000_u64.pow(5),
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "PiB" => 1 << 50,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
 /// Disk selector size matchers: `4GB`, `> 1TB`, `<= 2TB`.
 fn size_matcher(s: &str) -> bool {
     let s = s.trim();
-    let s = ["==", ">=", "<=", ">", "<"]
+    let size = ["==", ">=", "<=", ">", "<"]
         .iter()
         .find_map(|op| s.strip_prefix(op))
-        .unwrap_or(s)
-        .trim();
-    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-    let unit = &s[digits..];
-    digits > 0
-        && [
-            "", "B", "kB", "KB", "MB", "GB", "TB", "PB", "KiB", "MiB", "GiB", "TiB", "PiB",
-        ]
-        .contains(&unit.trim())
+        .unwrap_or(s);
+    parse_size(size).is_some()
 }
 
 fn cidr(s: &str) -> bool {
@@ -670,6 +691,9 @@ mod tests {
         ] {
             assert!(endpoint_ok(ok).is_ok(), "{ok}");
         }
+        assert_eq!(endpoint_host("https://[fd00::1]:6443"), Ok("fd00::1"));
+        assert_eq!(endpoint_host("https://base:6443/"), Ok("base"));
+        assert_eq!(endpoint_host("https://10.0.0.1"), Ok("10.0.0.1"));
         for bad in [
             "10.0.0.1:6443",
             "https://:6443",
