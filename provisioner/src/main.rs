@@ -757,6 +757,10 @@ fn write_secret(out: Option<&std::path::Path>, text: &str) -> anyhow::Result<()>
                 .mode(0o600)
                 .open(path)
                 .with_context(|| format!("creating {path:?}"))?;
+            // `mode` applies only to a new file: tighten an existing one before
+            // a single secret byte goes in.
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
             f.write_all(text.as_bytes())?;
             eprintln!("wrote {path:?} (mode 0600)");
         }

@@ -44,6 +44,8 @@ def test_secrets_bundle_and_talosconfig_pass_openssl(lab, tmp_path):
     assert stat.S_IMODE(stored.stat().st_mode) == 0o600
 
     out = tmp_path / "secrets.yaml"
+    out.write_text("old, world-readable")
+    out.chmod(0o644)
     cli(hub, "cluster", "export-secrets", "--out", str(out))
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     bundle = yaml.safe_load(out.read_text())
