@@ -504,7 +504,7 @@ pub fn load_or_create(
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
             let bundle = SecretsBundle::generate(now)?;
             crate::enroll::ca::write_new(&path, bundle.to_yaml().as_bytes(), 0o600)
-                .map_err(|e| SecretsError::Crypto(e.to_string()))?;
+                .map_err(|e| io(std::io::Error::other(e)))?;
             Ok((bundle, true))
         }
         Err(e) => Err(io(e)),
