@@ -16,6 +16,7 @@ use crate::dhcp::server::{DhcpError, DhcpServer};
 use crate::enroll::service::{EnrollServer, ServiceError};
 use crate::http::api::AdminServer;
 use crate::http::server::{HttpError, HttpServer};
+use crate::install::{IMAGE_HTTP_DIR, Installs, TalosImage};
 use crate::metrics::Registry;
 use crate::store::{EmbeddedStore, Store, StoreError};
 use crate::tftp::server::{TftpError, TftpServer};
@@ -37,6 +38,18 @@ pub enum AppError {
     Enroll(#[from] ServiceError),
     #[error("talos cluster: {0}")]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error("Talos disk image {path:?} ([talos] image)")]
+    TalosImage {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("audit log {path:?}")]
+    Audit {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("admin socket {path:?}")]
     Admin {
         path: std::path::PathBuf,
@@ -85,6 +98,46 @@ pub struct App {
     mdns: Option<crate::mdns::Advertiser>,
 }
 
+/// Hashes the operator's Talos disk image and serves it at
+/// `/boot/talos/<file name>`. A missing or unreadable image stops the hub:
+/// it was configured, so silently not installing would be worse.
+fn talos_image(assets: &mut Assets, path: &std::path::Path) -> Result<TalosImage, AppError> {
+    let err = |source| AppError::TalosImage {
+        path: path.to_owned(),
+        source,
+    };
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| {
+            !n.starts_with('.')
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        })
+        .ok_or_else(|| {
+            err(std::io::Error::other(
+                "the file name must be [A-Za-z0-9._-]",
+            ))
+        })?;
+    let http = format!("{IMAGE_HTTP_DIR}{name}");
+    let started = std::time::Instant::now();
+    let spec = assets
+        .insert_file(
+            &format!("talos/{name}"),
+            &http,
+            path,
+            format!("[talos] image = {}", path.display()),
+        )
+        .map_err(err)?;
+    tracing::info!(image = ?path, sha256 = spec.sha256, size = spec.size, ms = started.elapsed().as_millis() as u64, "Talos disk image hashed");
+    Ok(TalosImage {
+        path: http,
+        sha256: spec.sha256,
+        size: spec.size,
+        zstd: name.ends_with(".zst"),
+    })
+}
+
 /// Loads the manifest (embedded or configured) and verifies the assets it lists.
 pub fn load_assets(config: &Config) -> Result<Assets, AppError> {
     let text = match &config.manifest {
@@ -126,7 +179,12 @@ pub fn load_assets(config: &Config) -> Result<Assets, AppError> {
 
 impl App {
     pub fn build(config: &Config) -> Result<App, AppError> {
-        let assets = Arc::new(load_assets(config)?);
+        let mut assets = load_assets(config)?;
+        let image = match (&config.talos.image, config.enroll.enabled) {
+            (Some(path), true) => Some(talos_image(&mut assets, path)?),
+            _ => None,
+        };
+        let assets = Arc::new(assets);
         let mut boot = config.boot.clone();
         // Advertise only what is served. The iPXE script is rendered by the HTTP service.
         boot.restrict(|target| match target {
@@ -146,7 +204,7 @@ impl App {
         } else {
             vec![config.enroll.listen.ip()]
         };
-        let enroll = if config.enroll.enabled {
+        let mut enroll = if config.enroll.enabled {
             let server = EnrollServer::build(
                 config.enroll.listen,
                 store.clone(),
@@ -188,12 +246,33 @@ impl App {
             }
             None => None,
         };
+        let installs = match (&mut enroll, &cluster) {
+            (Some(server), Some(cluster)) => {
+                let path = config.state_dir.join(crate::audit::FILE);
+                let audit = crate::audit::Audit::open(&config.state_dir)
+                    .map_err(|source| AppError::Audit { path, source })?;
+                let installs = Arc::new(Installs::new(
+                    server.authority().clone(),
+                    cluster.clone(),
+                    image,
+                    Arc::new(audit),
+                    config.talos.state_size_bytes,
+                ));
+                server.set_installs(installs.clone());
+                Some(installs)
+            }
+            _ => None,
+        };
         let admin = match &enroll {
             Some(server) => {
                 let path = config.state_dir.join(ADMIN_SOCKET);
-                let admin =
-                    AdminServer::bind(path.clone(), server.authority().clone(), cluster.clone())
-                        .map_err(|source| AppError::Admin { path, source })?;
+                let admin = AdminServer::bind(
+                    path.clone(),
+                    server.authority().clone(),
+                    cluster.clone(),
+                    installs.clone(),
+                )
+                .map_err(|source| AppError::Admin { path, source })?;
                 Some(admin)
             }
             None => None,
@@ -257,6 +336,7 @@ impl App {
                 metrics,
                 timeline.clone(),
                 enroll_info,
+                installs,
             )?;
             tracing::info!(listen = %config.http.listen, "HTTP listening");
             Some(server)

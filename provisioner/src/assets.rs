@@ -37,6 +37,9 @@ pub enum Kind {
     Ipxe,
     Kernel,
     Initramfs,
+    /// A whole-disk image nodes install (Talos `metal-amd64.raw[.zst]`).
+    #[serde(rename = "disk-image")]
+    DiskImage,
     /// Files that exist only in test manifests.
     Test,
 }
@@ -284,6 +287,42 @@ impl Assets {
                 data: Some(bytes::Bytes::from(data)),
             },
         );
+    }
+
+    /// Adds a local file the operator named (served over HTTP only, streamed
+    /// from disk); hashed now. Returns its spec.
+    pub fn insert_file(
+        &mut self,
+        name: &str,
+        http: &str,
+        path: &Path,
+        source: String,
+    ) -> std::io::Result<RawAsset> {
+        let meta = std::fs::metadata(path)?;
+        if !meta.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        let spec = RawAsset {
+            name: name.to_owned(),
+            kind: Kind::DiskImage,
+            arch: Arch::X86_64,
+            firmware: FirmwareKind::Any,
+            sha256: sha256_file(path)?,
+            size: meta.len(),
+            source,
+            tftp: None,
+            http: Some(http.to_owned()),
+        };
+        self.by_http.insert(http.to_owned(), name.to_owned());
+        self.by_name.insert(
+            name.to_owned(),
+            Asset {
+                spec: spec.clone(),
+                path: path.to_owned(),
+                data: None,
+            },
+        );
+        Ok(spec)
     }
 
     /// The asset served over TFTP as `name`. One leading `/` is accepted (some

@@ -137,6 +137,18 @@ pub struct RawTalos {
     /// Static addressing for nodes (default: DHCP).
     #[serde(default)]
     pub network: Option<RawStaticNetwork>,
+    /// The Talos disk image nodes install (`metal-amd64.raw`, or `.raw.zst`
+    /// as Image Factory and the releases ship it). Hashed at start and served
+    /// at `/boot/talos/<file name>`; without it nodes wait instead of installing.
+    #[serde(default)]
+    pub image: Option<PathBuf>,
+    /// Size of the STATE partition the install adds (holds the config).
+    #[serde(default = "default_state_size")]
+    pub state_size: String,
+}
+
+fn default_state_size() -> String {
+    "100MiB".to_owned()
 }
 
 impl Default for RawTalos {
@@ -151,6 +163,8 @@ impl Default for RawTalos {
             patches: Vec::new(),
             profiles_dir: None,
             network: None,
+            image: None,
+            state_size: default_state_size(),
         }
     }
 }
@@ -593,6 +607,8 @@ pub struct TalosConfig {
     pub patches: Vec<crate::talos::patch::Patch>,
     pub profiles_dir: Option<PathBuf>,
     pub network: Option<crate::talos::render::StaticNetwork>,
+    pub image: Option<PathBuf>,
+    pub state_size_bytes: u64,
 }
 
 impl TalosConfig {
@@ -661,6 +677,14 @@ fn validate_talos(t: RawTalos) -> Result<TalosConfig, ConfigError> {
             nameservers: n.nameservers,
         }),
     };
+    let state_size_bytes = crate::talos::validate::parse_size(&t.state_size)
+        .filter(|&b| (STATE_MIN..=STATE_MAX).contains(&b))
+        .ok_or_else(|| {
+            invalid(format!(
+                "talos.state_size {:?}: a size from 100MiB to 1GiB (Talos needs at least 100 MiB)",
+                t.state_size
+            ))
+        })?;
     Ok(TalosConfig {
         cluster_name: t.cluster_name,
         endpoint: t.endpoint,
@@ -671,8 +695,13 @@ fn validate_talos(t: RawTalos) -> Result<TalosConfig, ConfigError> {
         patches,
         profiles_dir: t.profiles_dir,
         network,
+        image: t.image,
+        state_size_bytes,
     })
 }
+
+const STATE_MIN: u64 = 100 << 20;
+const STATE_MAX: u64 = 1 << 30;
 
 #[derive(Debug, Clone)]
 pub struct TftpConfig {

@@ -3,12 +3,14 @@
 pub mod agent_image;
 pub mod app;
 pub mod assets;
+pub mod audit;
 pub mod boot;
 pub mod cluster;
 pub mod config;
 pub mod dhcp;
 pub mod enroll;
 pub mod http;
+pub mod install;
 pub mod lab;
 pub mod mdns;
 pub mod metrics;

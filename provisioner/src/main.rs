@@ -167,6 +167,14 @@ enum NodesCommand {
     },
     /// Refuse a node and revoke its certificates.
     Reject { id: String },
+    /// The node's Talos machine config as it would be delivered now (it
+    /// holds the cluster CA keys: audited, written 0600).
+    Config {
+        id: String,
+        /// Write it to this file (mode 0600) instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -588,6 +596,15 @@ fn nodes(config: &Config, command: NodesCommand) -> anyhow::Result<()> {
                 v["certificates_revoked"]
             );
         }
+        NodesCommand::Config { id, out } => {
+            let v = admin(config, "GET", &format!("/api/v1/nodes/{id}/config"), None)?;
+            write_secret(out.as_deref(), str_or(&v["yaml"], ""))?;
+            eprintln!(
+                "{id}: {} config, sha256 {}",
+                str_or(&v["role"], "?"),
+                str_or(&v["sha256"], "?")
+            );
+        }
     }
     Ok(())
 }
@@ -647,6 +664,18 @@ fn print_node(v: &serde_json::Value) {
             h["load"][0].as_f64().unwrap_or(0.0),
             h["mem_available_bytes"].as_u64().unwrap_or(0) >> 20,
             h["mem_total_bytes"].as_u64().unwrap_or(0) >> 20
+        );
+    }
+    let i = &v["install"];
+    if i.is_object() {
+        println!(
+            "  install     {} on {} (profile {}), attempt {}, {} failed, {}%",
+            str_or(&i["step"], "assigned"),
+            str_or(&i["disk"], "?"),
+            str_or(&i["profile"], "?"),
+            i["attempts"],
+            i["failures"],
+            i["percent"]
         );
     }
     for c in v["certificates"].as_array().into_iter().flatten() {

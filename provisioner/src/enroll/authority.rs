@@ -6,17 +6,19 @@
 //!
 //! Methods block (fsync): async callers use `spawn_blocking`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use sha2::Digest;
+
 use super::ca::{Ca, CaError, Issued, csr_public_key};
 use super::rate::{RateLimit, RateLimiter};
 use super::registry::{
-    Change, Credential, EnrollError, EnrollInput, EnrollOutcome, HealthRecord, Node, NodeState,
-    Plan, Registry, Role, Settings, parse_inventory,
+    Change, Credential, EnrollError, EnrollInput, EnrollOutcome, HealthRecord, InstallStep, Node,
+    NodeState, Plan, Registry, Role, Settings, parse_inventory,
 };
 use super::token::{JoinToken, TokenRecord};
 use super::{NodeId, hex};
@@ -44,6 +46,8 @@ pub struct AuthoritySettings {
     pub boot_token_ttl: Duration,
     /// How often agents should report health and poll.
     pub poll: Duration,
+    /// How long an install token lives (the install window).
+    pub install_window: Duration,
 }
 
 impl Default for AuthoritySettings {
@@ -61,6 +65,7 @@ impl Default for AuthoritySettings {
             },
             boot_token_ttl: Duration::from_secs(4 * 3600),
             poll: Duration::from_secs(10),
+            install_window: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -129,7 +134,20 @@ pub struct Authority {
     timeline: Arc<Timeline>,
     /// The hub's own discovery token: plaintext in memory only, re-minted after a restart.
     boot_token: Mutex<Option<(JoinToken, u64)>>,
+    /// Plaintext install tokens handed out (node -> token, expiry), so that an
+    /// agent polling again gets the same one; lost on restart (only hashes are
+    /// stored), after which a new one is minted.
+    install_tokens: Mutex<HashMap<NodeId, (String, u64)>>,
     stats: Arc<EnrollStats>,
+}
+
+/// An install the hub assigned: the token (plaintext, for the agent), its
+/// expiry and the role the node installs with.
+#[derive(Debug, Clone)]
+pub struct InstallGrant {
+    pub token: String,
+    pub expires: u64,
+    pub role: Role,
 }
 
 fn unix(now: SystemTime) -> u64 {
@@ -163,6 +181,7 @@ impl Authority {
             revocations: Arc::new(revocations),
             timeline,
             boot_token: Mutex::new(None),
+            install_tokens: Mutex::default(),
             stats: Arc::default(),
         })
     }
@@ -380,7 +399,8 @@ impl Authority {
         }
         let action = match node.state {
             NodeState::Installed => AssignedAction::BootLocal,
-            // Installing needs Talos configs and profiles (the install issue).
+            // The service turns this into an install plan when it can make one.
+            NodeState::Approved | NodeState::Installing => AssignedAction::Install,
             _ => AssignedAction::Wait,
         };
         Ok(Assignment {
@@ -388,6 +408,123 @@ impl Authority {
             role: node.role,
             action,
         })
+    }
+
+    /// The node's install token for `disk`: the one already handed out while
+    /// it is unspent, unexpired and has half its window left; else a new one
+    /// (which starts a new attempt and is committed before it is returned).
+    pub fn install_grant(
+        &self,
+        id: &NodeId,
+        disk: &str,
+        profile: &str,
+        now: SystemTime,
+    ) -> Result<InstallGrant, AuthorityError> {
+        let t = unix(now);
+        let window = self.settings.install_window.as_secs().max(60);
+        let mut held = self
+            .install_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((token, expires)) = held.get(id) {
+            let reg = self.lock();
+            let current = reg.check_install_token(id, token, t).is_ok();
+            let same_disk = reg
+                .nodes
+                .get(id)
+                .and_then(|n| n.install.as_ref())
+                .is_some_and(|i| i.disk == disk);
+            if current && same_disk && expires.saturating_sub(t) > window / 2 {
+                let role = reg.install_role(id)?;
+                return Ok(InstallGrant {
+                    token: token.clone(),
+                    expires: *expires,
+                    role,
+                });
+            }
+        }
+        let token = hex(&super::random_bytes::<32>());
+        let hash = hex(&sha2::Sha256::digest(token.as_bytes()));
+        let expires = t + window;
+        let role = self.run(|reg| reg.begin_install(id, disk, profile, hash, expires, t))?;
+        held.insert(id.clone(), (token.clone(), expires));
+        if let Some(node) = self.node(id) {
+            self.record(&node, &format!("install assigned on {disk}"));
+        }
+        tracing::info!(node_id = %id, disk, profile, role = role.name(), "install assigned");
+        Ok(InstallGrant {
+            token,
+            expires,
+            role,
+        })
+    }
+
+    /// Checks the install token without spending it.
+    pub fn check_install_token(
+        &self,
+        id: &NodeId,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<(), AuthorityError> {
+        self.lock().check_install_token(id, token, unix(now))?;
+        Ok(())
+    }
+
+    /// Spends the install token for the delivery of a config (its SHA-256).
+    pub fn spend_install_token(
+        &self,
+        id: &NodeId,
+        token: &str,
+        config_sha256: &str,
+        now: SystemTime,
+    ) -> Result<(), AuthorityError> {
+        self.run(|reg| reg.spend_install_token(id, token, config_sha256, unix(now)))?;
+        if let Some(node) = self.node(id) {
+            self.record(&node, "machine config delivered");
+        }
+        Ok(())
+    }
+
+    pub fn install_report(
+        &self,
+        id: &NodeId,
+        step: InstallStep,
+        percent: u32,
+        message: &str,
+        config_sha256: &str,
+        now: SystemTime,
+    ) -> Result<NodeState, AuthorityError> {
+        let before = self.node(id).map(|n| n.state);
+        let state = self
+            .run(|reg| reg.install_report(id, step, percent, message, config_sha256, unix(now)))?;
+        let what = match step {
+            InstallStep::Done if before != Some(NodeState::Installed) => Some("installed"),
+            InstallStep::Failed => Some("install failed"),
+            _ => None,
+        };
+        if let Some(what) = what
+            && let Some(node) = self.node(id)
+        {
+            self.record(&node, what);
+            tracing::info!(node_id = %id, message, "{what}");
+        }
+        Ok(state)
+    }
+
+    /// Control-plane nodes besides `id` (a lone control plane is single-node).
+    pub fn other_controlplanes(&self, id: &NodeId) -> usize {
+        self.lock().other_controlplanes(id)
+    }
+
+    /// The node whose inventory lists this MAC (for iPXE script choice only:
+    /// a MAC is self-asserted and never unlocks a secret).
+    pub fn node_by_mac(&self, mac: crate::config::MacAddr) -> Option<Node> {
+        self.lock()
+            .nodes
+            .values()
+            .filter(|n| n.claim.macs.contains(&mac) && n.state != NodeState::Rejected)
+            .max_by_key(|n| n.updated)
+            .cloned()
     }
 
     pub fn nodes(&self) -> Vec<Node> {

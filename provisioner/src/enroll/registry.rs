@@ -35,6 +35,8 @@ pub const CERTS_KEPT: usize = 16;
 pub const HEALTH_BATCH_MAX: usize = 512;
 /// Nodes the registry holds.
 pub const NODES_MAX: usize = 100_000;
+/// Failed installs after which a node waits for the operator to approve it again.
+pub const INSTALL_FAILURES_MAX: u32 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -82,6 +84,15 @@ impl NodeState {
 pub enum Role {
     Controlplane,
     Worker,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Controlplane => "controlplane",
+            Role::Worker => "worker",
+        }
+    }
 }
 
 impl std::str::FromStr for Role {
@@ -175,6 +186,52 @@ pub struct Node {
     /// Sequence numbers never received (the agent's bounded buffer overflowed).
     pub health_lost: u64,
     pub events: Vec<NodeEvent>,
+    /// The current (or last) install; absent in rows written before installs existed.
+    #[serde(default)]
+    pub install: Option<InstallRecord>,
+}
+
+/// A node's install as the hub tracks it. The install token's plaintext is
+/// never stored: only its SHA-256, cleared when it is spent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallRecord {
+    pub token_sha256: Option<String>,
+    pub token_expires: u64,
+    /// Install tokens issued so far.
+    pub attempts: u32,
+    /// Failed attempts since the last approval.
+    pub failures: u32,
+    pub disk: String,
+    pub profile: String,
+    /// SHA-256 of the config delivered for this attempt, and when.
+    pub config_sha256: Option<String>,
+    pub delivered: Option<u64>,
+    /// Last progress the agent reported.
+    pub step: Option<InstallStep>,
+    pub percent: u32,
+    pub finished: Option<u64>,
+}
+
+/// Install progress, as the agent reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstallStep {
+    Started,
+    WritingImage,
+    WritingConfig,
+    Done,
+    Failed,
+}
+
+/// Why an install token is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallRefusal {
+    /// The node has no install under way.
+    NoInstall,
+    /// Already used: a config goes out once per token.
+    Spent,
+    Expired,
+    Wrong,
 }
 
 impl Node {
@@ -261,6 +318,8 @@ pub enum EnrollError {
     StaleCert(String),
     #[error("health batch: {0}")]
     Health(String),
+    #[error("install token refused ({0:?})")]
+    InstallToken(InstallRefusal),
     #[error("node {id} is {state}: {why}")]
     InvalidTransition {
         id: NodeId,
@@ -489,6 +548,7 @@ impl Registry {
                     health_reports: 0,
                     health_lost: 0,
                     events: Vec::new(),
+                    install: None,
                 };
                 (node, true)
             }
@@ -616,6 +676,21 @@ impl Registry {
                 node.event(now, "approved by the operator");
             }
             NodeState::Approved => {}
+            // Approving again after failed installs allows new attempts.
+            NodeState::Installing
+                if node
+                    .install
+                    .as_ref()
+                    .is_some_and(|i| i.failures >= INSTALL_FAILURES_MAX) =>
+            {
+                if let Some(i) = node.install.as_mut() {
+                    i.failures = 0;
+                }
+                node.event(
+                    now,
+                    "approved again by the operator: install may be retried",
+                );
+            }
             NodeState::Installing | NodeState::Installed => {
                 return Err(EnrollError::InvalidTransition {
                     id: id.clone(),
@@ -756,6 +831,210 @@ impl Registry {
         Ok(Plan {
             changes,
             outcome: last,
+        })
+    }
+
+    /// The role a node installs with: its own, else controlplane while no
+    /// other node holds that role, else worker.
+    pub fn install_role(&self, id: &NodeId) -> Result<Role, EnrollError> {
+        let node = self.node(id)?;
+        Ok(node.role.unwrap_or_else(|| {
+            if self.other_controlplanes(id) == 0 {
+                Role::Controlplane
+            } else {
+                Role::Worker
+            }
+        }))
+    }
+
+    /// Nodes other than `id` that are (or are becoming) control planes.
+    pub fn other_controlplanes(&self, id: &NodeId) -> usize {
+        self.nodes
+            .values()
+            .filter(|n| &n.id != id && n.role == Some(Role::Controlplane) && n.state.certified())
+            .count()
+    }
+
+    /// Starts (or restarts) a node's install: a new token (its hash), the
+    /// disk, the role. Approved or installing nodes only.
+    pub fn begin_install(
+        &self,
+        id: &NodeId,
+        disk: &str,
+        profile: &str,
+        token_sha256: String,
+        expires: u64,
+        now: u64,
+    ) -> Result<Plan<Role>, EnrollError> {
+        let role = self.install_role(id)?;
+        let mut node = self.node(id)?.clone();
+        let not_now = |why| EnrollError::InvalidTransition {
+            id: id.clone(),
+            state: node.state.name(),
+            why,
+        };
+        if !matches!(node.state, NodeState::Approved | NodeState::Installing) {
+            return Err(not_now("only approved nodes install"));
+        }
+        let mut rec = node.install.clone().unwrap_or_default();
+        if rec.failures >= INSTALL_FAILURES_MAX {
+            return Err(not_now(
+                "its install failed too often; approve it again to retry",
+            ));
+        }
+        rec.token_sha256 = Some(token_sha256);
+        rec.token_expires = expires;
+        rec.attempts += 1;
+        rec.disk = disk.to_owned();
+        rec.profile = profile.to_owned();
+        rec.config_sha256 = None;
+        rec.delivered = None;
+        rec.step = None;
+        rec.percent = 0;
+        rec.finished = None;
+        let attempt = rec.attempts;
+        node.install = Some(rec);
+        node.role = Some(role);
+        node.state = NodeState::Installing;
+        node.event(
+            now,
+            format!(
+                "install assigned: {} on {disk} (profile {profile}), attempt {attempt}",
+                role.name()
+            ),
+        );
+        Ok(Plan {
+            changes: vec![Change::PutNode(Box::new(node))],
+            outcome: role,
+        })
+    }
+
+    /// Whether `token` is the node's current, unspent, unexpired install token.
+    pub fn check_install_token(
+        &self,
+        id: &NodeId,
+        token: &str,
+        now: u64,
+    ) -> Result<&InstallRecord, EnrollError> {
+        let node = self.node(id)?;
+        let refuse = |r| Err(EnrollError::InstallToken(r));
+        let Some(rec) = node
+            .install
+            .as_ref()
+            .filter(|_| node.state == NodeState::Installing)
+        else {
+            return refuse(InstallRefusal::NoInstall);
+        };
+        let Some(held) = rec.token_sha256.as_deref() else {
+            return refuse(InstallRefusal::Spent);
+        };
+        if !ct_eq_hex(held, &sha256(token.as_bytes())) {
+            return refuse(InstallRefusal::Wrong);
+        }
+        if now >= rec.token_expires {
+            return refuse(InstallRefusal::Expired);
+        }
+        Ok(rec)
+    }
+
+    /// Spends the install token for the delivery of a config whose SHA-256
+    /// is `config_sha256`.
+    pub fn spend_install_token(
+        &self,
+        id: &NodeId,
+        token: &str,
+        config_sha256: &str,
+        now: u64,
+    ) -> Result<Plan<()>, EnrollError> {
+        let mut rec = self.check_install_token(id, token, now)?.clone();
+        let mut node = self.node(id)?.clone();
+        rec.token_sha256 = None;
+        rec.config_sha256 = Some(config_sha256.to_owned());
+        rec.delivered = Some(now);
+        node.install = Some(rec);
+        node.event(
+            now,
+            format!(
+                "machine config delivered (sha256 {})",
+                config_sha256.get(..16).unwrap_or(config_sha256)
+            ),
+        );
+        Ok(Plan {
+            changes: vec![Change::PutNode(Box::new(node))],
+            outcome: (),
+        })
+    }
+
+    /// The agent's install progress. `Done` needs the SHA-256 of the config
+    /// it wrote, which must be the one delivered; it makes the node installed.
+    pub fn install_report(
+        &self,
+        id: &NodeId,
+        step: InstallStep,
+        percent: u32,
+        message: &str,
+        config_sha256: &str,
+        now: u64,
+    ) -> Result<Plan<NodeState>, EnrollError> {
+        let mut node = self.node(id)?.clone();
+        if node.state == NodeState::Installed && step == InstallStep::Done {
+            // A retried final report.
+            return Ok(Plan {
+                changes: Vec::new(),
+                outcome: node.state,
+            });
+        }
+        let state = node.state.name();
+        let wrong = |why| EnrollError::InvalidTransition {
+            id: id.clone(),
+            state,
+            why,
+        };
+        let Some(mut rec) = node
+            .install
+            .clone()
+            .filter(|_| node.state == NodeState::Installing)
+        else {
+            return Err(wrong("no install under way"));
+        };
+        let message: String = message.chars().take(200).collect();
+        let changed = rec.step != Some(step);
+        match step {
+            InstallStep::Done => {
+                let delivered = rec.config_sha256.as_deref();
+                if delivered.is_none_or(|d| !d.eq_ignore_ascii_case(config_sha256)) {
+                    return Err(wrong("the config on disk is not the one delivered"));
+                }
+                rec.finished = Some(now);
+                rec.percent = 100;
+                node.state = NodeState::Installed;
+                node.event(
+                    now,
+                    format!("installed: Talos and its config on {}", rec.disk),
+                );
+            }
+            InstallStep::Failed => {
+                rec.failures += 1;
+                rec.token_sha256 = None;
+                node.event(
+                    now,
+                    format!("install failed (attempt {}): {message}", rec.attempts),
+                );
+            }
+            _ => {
+                rec.percent = percent.min(100);
+                if changed {
+                    node.event(now, format!("install: {step:?} {message}"));
+                }
+            }
+        }
+        rec.step = Some(step);
+        node.install = Some(rec);
+        node.last_seen = now;
+        let outcome = node.state;
+        Ok(Plan {
+            changes: vec![Change::PutNode(Box::new(node))],
+            outcome,
         })
     }
 

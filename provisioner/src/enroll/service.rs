@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 use proto::v1::enrollment_server::{Enrollment, EnrollmentServer};
 use proto::v1::{
     Action, Assignment, AssignmentRequest, EnrollRequest, EnrollResponse, EnrollState, HealthAck,
-    HealthBatch, RenewRequest, RenewResponse,
+    HealthBatch, InstallAck, InstallPhase, InstallReport, MachineConfig, MachineConfigRequest,
+    RenewRequest, RenewResponse,
 };
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -18,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::authority::{AssignedAction, Authority, AuthorityError};
-use super::registry::{DiskUsage, EnrollError, HealthRecord, NicLink, Temperature};
+use super::registry::{DiskUsage, EnrollError, HealthRecord, InstallStep, NicLink, Temperature};
 use super::tls::{ClientCert, PeerInfo, ServerCert, TlsConn};
+use crate::install::{DeliveryError, Installs};
 
 /// Handshakes in flight at once; more wait in the kernel's accept queue.
 const MAX_HANDSHAKES: usize = 256;
@@ -57,6 +59,7 @@ impl From<AuthorityError> for Status {
                     Status::unauthenticated(e.to_string())
                 }
                 EnrollError::Rejected(_)
+                | EnrollError::InstallToken(_)
                 | EnrollError::NotApproved { .. }
                 | EnrollError::StaleCert(_)
                 | EnrollError::InvalidTransition { .. } => Status::permission_denied(e.to_string()),
@@ -168,10 +171,23 @@ fn health_record(r: proto::v1::HealthReport) -> HealthRecord {
     }
 }
 
+impl From<DeliveryError> for Status {
+    fn from(e: DeliveryError) -> Status {
+        match e {
+            DeliveryError::NoCertificate => Status::unauthenticated(e.to_string()),
+            DeliveryError::OtherNode { .. } => Status::permission_denied(e.to_string()),
+            DeliveryError::Authority(e) => Status::from(e),
+            DeliveryError::Render(_) => Status::failed_precondition(e.to_string()),
+        }
+    }
+}
+
 /// The tonic service.
 #[derive(Debug, Clone)]
 pub struct EnrollService {
     authority: Arc<Authority>,
+    /// Talos installs; `None` when the hub only enrolls.
+    installs: Option<Arc<Installs>>,
 }
 
 #[tonic::async_trait]
@@ -255,19 +271,122 @@ impl Enrollment for EnrollService {
     ) -> Result<Response<Assignment>, Status> {
         let who = caller(&req)?;
         let a = self.authority.assignment(&who.node).map_err(Status::from)?;
+        let mut install = None;
+        let mut reason = String::new();
+        let action = match (a.action, &self.installs) {
+            (AssignedAction::Wait, _) => Action::Wait,
+            (AssignedAction::BootLocal, _) => Action::BootLocal,
+            (AssignedAction::Install, None) => {
+                reason = "this hub only enrolls (enrollment without [talos])".into();
+                Action::Wait
+            }
+            (AssignedAction::Install, Some(installs)) => {
+                let (installs, id) = (installs.clone(), who.node.clone());
+                match tokio::task::spawn_blocking(move || installs.plan(&id, SystemTime::now()))
+                    .await
+                {
+                    Ok(Ok(plan)) => {
+                        install = Some(plan);
+                        Action::Install
+                    }
+                    Ok(Err(why)) => {
+                        tracing::debug!(node_id = %who.node, why, "no install yet");
+                        reason = why;
+                        Action::Wait
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "install planning failed");
+                        return Err(Status::internal("internal error"));
+                    }
+                }
+            }
+        };
+        // The role may have just been decided by the install grant.
+        let role = self
+            .authority
+            .node(&who.node)
+            .and_then(|n| n.role)
+            .or(a.role);
+        let state = self.authority.node(&who.node).map_or(a.state, |n| n.state);
         Ok(Response::new(Assignment {
             node_id: who.node.to_string(),
-            state: a.state.name().to_owned(),
-            role: a
-                .role
-                .map(|r| format!("{r:?}").to_lowercase())
-                .unwrap_or_default(),
-            action: match a.action {
-                AssignedAction::Wait => Action::Wait,
-                AssignedAction::Install => Action::Install,
-                AssignedAction::BootLocal => Action::BootLocal,
-            } as i32,
+            state: state.name().to_owned(),
+            role: role.map(|r| r.name().to_owned()).unwrap_or_default(),
+            action: action as i32,
             poll_secs: self.authority.settings().poll.as_secs() as u32,
+            install,
+            reason,
+        }))
+    }
+
+    async fn get_machine_config(
+        &self,
+        req: Request<MachineConfigRequest>,
+    ) -> Result<Response<MachineConfig>, Status> {
+        let peer_info = peer(&req).cloned();
+        let r = req.into_inner();
+        let Some(installs) = self.installs.clone() else {
+            return Err(Status::failed_precondition(
+                "this hub renders no Talos configs",
+            ));
+        };
+        let cert = peer_info
+            .as_ref()
+            .and_then(|p| p.cert.as_ref())
+            .map(|c| c.node.clone());
+        let addr = peer_info.map(|p| p.addr.ip());
+        let delivered = tokio::task::spawn_blocking(move || {
+            installs.machine_config(
+                cert.as_ref(),
+                &r.node_id,
+                &r.install_token,
+                addr,
+                SystemTime::now(),
+            )
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "config delivery failed");
+            Status::internal("internal error")
+        })??;
+        Ok(Response::new(MachineConfig {
+            config: delivered.yaml.into_bytes(),
+            sha256: delivered.sha256,
+            role: delivered.role.as_str().to_owned(),
+            talos_version: crate::talos::TALOS_VERSION.to_owned(),
+        }))
+    }
+
+    async fn report_install(
+        &self,
+        req: Request<InstallReport>,
+    ) -> Result<Response<InstallAck>, Status> {
+        let who = caller(&req)?;
+        let r = req.into_inner();
+        let step = match InstallPhase::try_from(r.phase) {
+            Ok(InstallPhase::Started) => InstallStep::Started,
+            Ok(InstallPhase::WritingImage) => InstallStep::WritingImage,
+            Ok(InstallPhase::WritingConfig) => InstallStep::WritingConfig,
+            Ok(InstallPhase::Done) => InstallStep::Done,
+            Ok(InstallPhase::Failed) => InstallStep::Failed,
+            _ => return Err(Status::invalid_argument("unknown install phase")),
+        };
+        let authority = self.authority.clone();
+        let message = bounded(r.message, 200);
+        let sha = bounded(r.config_sha256, 64);
+        let state = blocking(move || {
+            authority.install_report(
+                &who.node,
+                step,
+                r.percent,
+                &message,
+                &sha,
+                SystemTime::now(),
+            )
+        })
+        .await?;
+        Ok(Response::new(InstallAck {
+            state: state.name().to_owned(),
         }))
     }
 }
@@ -279,6 +398,7 @@ pub struct EnrollServer {
     tls: Arc<rustls::ServerConfig>,
     cert: Arc<ServerCert>,
     authority: Arc<Authority>,
+    installs: Option<Arc<Installs>>,
 }
 
 impl EnrollServer {
@@ -309,6 +429,11 @@ impl EnrollServer {
         &self.authority
     }
 
+    /// Turns on installs: assignments with plans, config delivery.
+    pub fn set_installs(&mut self, installs: Arc<Installs>) {
+        self.installs = Some(installs);
+    }
+
     pub fn bind(
         addr: SocketAddr,
         authority: Arc<Authority>,
@@ -325,6 +450,7 @@ impl EnrollServer {
             tls,
             cert,
             authority,
+            installs: None,
         })
     }
 
@@ -349,6 +475,7 @@ impl EnrollServer {
         let incoming = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::io::Error>);
         let service = EnrollmentServer::new(EnrollService {
             authority: self.authority,
+            installs: self.installs,
         })
         .max_decoding_message_size(1 << 20);
         let serve = tonic::transport::Server::builder()

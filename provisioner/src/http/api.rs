@@ -23,6 +23,7 @@ use crate::cluster::ClusterService;
 use crate::enroll::registry::{EnrollError, Node, Role};
 use crate::enroll::token::TokenRecord;
 use crate::enroll::{Authority, AuthorityError, NodeId};
+use crate::install::Installs;
 use crate::timeline::now_ms;
 
 type Shared = Arc<Authority>;
@@ -94,6 +95,22 @@ pub fn node_detail(n: &Node, now_ms: u64, stale: Duration) -> Value {
     v["last_health"] = json!(n.health);
     v["health_lost"] = json!(n.health_lost);
     v["events"] = json!(n.events);
+    v["install"] = match &n.install {
+        Some(i) => json!({
+            "attempts": i.attempts,
+            "failures": i.failures,
+            "disk": i.disk,
+            "profile": i.profile,
+            "token_outstanding": i.token_sha256.is_some(),
+            "token_expires": i.token_expires,
+            "config_sha256": i.config_sha256,
+            "delivered": i.delivered,
+            "step": i.step,
+            "percent": i.percent,
+            "finished": i.finished,
+        }),
+        None => Value::Null,
+    };
     v
 }
 
@@ -273,28 +290,80 @@ struct TalosconfigBody {
     endpoints: Vec<String>,
 }
 
+/// What the cluster routes share.
+#[derive(Debug, Clone)]
+struct ClusterState {
+    cluster: Arc<ClusterService>,
+    installs: Option<Arc<Installs>>,
+}
+
+impl ClusterState {
+    fn audit(&self, event: &str, fields: Value) {
+        if let Some(i) = &self.installs {
+            i.audit().record(event, fields);
+        }
+    }
+}
+
 /// The cluster secrets bundle as `talosctl gen secrets` writes it. Admin only.
-async fn cluster_secrets(State(c): State<Arc<ClusterService>>) -> Json<Value> {
+async fn cluster_secrets(State(c): State<ClusterState>) -> Json<Value> {
     tracing::warn!("cluster secrets exported over the admin socket");
-    Json(json!({ "yaml": c.secrets().to_yaml() }))
+    c.audit("secrets_exported", json!({ "via": "admin socket" }));
+    Json(json!({ "yaml": c.cluster.secrets().to_yaml() }))
 }
 
 /// A new `os:admin` talosconfig. Admin only.
 async fn talosconfig(
-    State(c): State<Arc<ClusterService>>,
+    State(c): State<ClusterState>,
     body: Option<Json<TalosconfigBody>>,
 ) -> Result<Json<Value>, ApiError> {
     let body = body.map(|Json(b)| b).unwrap_or_default();
     // One Ed25519 key and signature: fast enough for the async thread.
     let yaml = c
+        .cluster
         .talosconfig(&body.endpoints, std::time::SystemTime::now())
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     tracing::info!("talosconfig issued over the admin socket");
+    c.audit(
+        "talosconfig_issued",
+        json!({ "via": "admin socket", "endpoints": body.endpoints }),
+    );
     Ok(Json(json!({ "yaml": yaml })))
 }
 
-async fn list_profiles(State(c): State<Arc<ClusterService>>) -> Json<Value> {
+/// A node's machine config as it would be delivered now (for the operator:
+/// review, or a manual install). Admin only; audited.
+async fn node_config(
+    State(c): State<ClusterState>,
+    State(a): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = node_id(&id)?;
+    let installs = c.installs.clone().ok_or_else(|| {
+        ApiError(
+            StatusCode::CONFLICT,
+            "enrollment is off: no installs".into(),
+        )
+    })?;
+    let node = a
+        .node(&id)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no node {id}")))?;
+    let out = tokio::task::spawn_blocking(move || installs.render(&node))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError(StatusCode::CONFLICT, e))?;
+    c.audit(
+        "machine_config_exported",
+        json!({ "via": "admin socket", "node": id, "sha256": out.sha256 }),
+    );
+    Ok(Json(
+        json!({ "yaml": out.yaml, "sha256": out.sha256, "role": out.role.as_str() }),
+    ))
+}
+
+async fn list_profiles(State(c): State<ClusterState>) -> Json<Value> {
     let profiles: Vec<Value> = c
+        .cluster
         .profiles()
         .all
         .iter()
@@ -304,13 +373,21 @@ async fn list_profiles(State(c): State<Arc<ClusterService>>) -> Json<Value> {
 }
 
 /// Every route, for the admin socket.
-pub fn admin(authority: Arc<Authority>, cluster: Option<Arc<ClusterService>>) -> Router {
+pub fn admin(
+    authority: Arc<Authority>,
+    cluster: Option<Arc<ClusterService>>,
+    installs: Option<Arc<Installs>>,
+) -> Router {
     let cluster_routes = match cluster {
-        Some(c) => Router::new()
+        Some(cluster) => Router::new()
             .route("/api/v1/cluster/secrets", get(cluster_secrets))
             .route("/api/v1/cluster/talosconfig", post(talosconfig))
             .route("/api/v1/profiles", get(list_profiles))
-            .with_state(c),
+            .route("/api/v1/nodes/{id}/config", get(node_config))
+            .with_state(AdminState {
+                authority: authority.clone(),
+                cluster: ClusterState { cluster, installs },
+            }),
         None => Router::new(),
     };
     Router::new()
@@ -333,6 +410,26 @@ pub struct AdminServer {
     path: std::path::PathBuf,
     authority: Arc<Authority>,
     cluster: Option<Arc<ClusterService>>,
+    installs: Option<Arc<Installs>>,
+}
+
+/// The cluster routes' state: the cluster, and the authority for node lookups.
+#[derive(Debug, Clone)]
+struct AdminState {
+    authority: Shared,
+    cluster: ClusterState,
+}
+
+impl axum::extract::FromRef<AdminState> for ClusterState {
+    fn from_ref(s: &AdminState) -> ClusterState {
+        s.cluster.clone()
+    }
+}
+
+impl axum::extract::FromRef<AdminState> for Shared {
+    fn from_ref(s: &AdminState) -> Shared {
+        s.authority.clone()
+    }
 }
 
 impl AdminServer {
@@ -342,6 +439,7 @@ impl AdminServer {
         path: std::path::PathBuf,
         authority: Arc<Authority>,
         cluster: Option<Arc<ClusterService>>,
+        installs: Option<Arc<Installs>>,
     ) -> std::io::Result<AdminServer> {
         use std::os::unix::fs::PermissionsExt;
         match std::fs::remove_file(&path) {
@@ -356,11 +454,12 @@ impl AdminServer {
             path,
             authority,
             cluster,
+            installs,
         })
     }
 
     pub async fn run(self, cancel: tokio_util::sync::CancellationToken) -> std::io::Result<()> {
-        let app = admin(self.authority, self.cluster);
+        let app = admin(self.authority, self.cluster, self.installs);
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { cancel.cancelled().await })
             .await;

@@ -276,6 +276,22 @@ pub fn discovery_script(d: &Discovery<'_>) -> String {
     s
 }
 
+/// An installed machine's script: leave for the local disk, the way its
+/// hardware profile says. `exit` hands back to the firmware, which boots the
+/// next entry of its boot order; `sanboot` boots the first BIOS disk
+/// directly (falling back to `exit` if that fails).
+pub fn local_boot_script(node: &str, how: crate::profiles::HandOff) -> String {
+    let mut s =
+        format!("#!ipxe\necho provisioner: node {node} is installed; booting from its disk\n");
+    match how {
+        crate::profiles::HandOff::Exit => s.push_str("exit\n"),
+        crate::profiles::HandOff::Sanboot => {
+            s.push_str("sanboot --no-describe --drive 0x80 || exit\n")
+        }
+    }
+    s
+}
+
 /// Whether a Host header is safe to echo into a script: host or host:port.
 pub fn valid_host(h: &str) -> bool {
     !h.is_empty()
@@ -484,6 +500,24 @@ mod tests {
         assert!(
             !s.contains("uuid:"),
             "a typed uuid would be encoded as raw bytes"
+        );
+    }
+
+    #[test]
+    fn local_boot_scripts() {
+        use crate::profiles::HandOff;
+        assert_eq!(
+            local_boot_script("n0123456789ab", HandOff::Exit),
+            "#!ipxe\necho provisioner: node n0123456789ab is installed; booting from its disk\nexit\n"
+        );
+        let s = local_boot_script("n0123456789ab", HandOff::Sanboot);
+        assert!(
+            s.ends_with("sanboot --no-describe --drive 0x80 || exit\n"),
+            "{s}"
+        );
+        assert!(
+            !s.contains("kernel"),
+            "no discovery image for installed machines"
         );
     }
 

@@ -47,6 +47,8 @@ struct Shared {
     timeline: Arc<Timeline>,
     /// The enrollment authority and the port of its gRPC service, when enabled.
     enroll: Option<(Arc<crate::enroll::Authority>, u16)>,
+    /// Installs: an installed machine's script hands off to its disk.
+    installs: Option<Arc<crate::install::Installs>>,
 }
 
 #[derive(Debug)]
@@ -63,6 +65,7 @@ impl HttpServer {
         metrics: Registry,
         timeline: Arc<Timeline>,
         enroll: Option<(Arc<crate::enroll::Authority>, u16)>,
+        installs: Option<Arc<crate::install::Installs>>,
     ) -> Result<HttpServer, HttpError> {
         let err = |source| HttpError::Bind { addr, source };
         let std = std::net::TcpListener::bind(addr).map_err(err)?;
@@ -78,6 +81,7 @@ impl HttpServer {
                 console: "ttyS0".into(),
                 timeline,
                 enroll,
+                installs,
             },
         })
     }
@@ -87,6 +91,7 @@ impl HttpServer {
             .route(BOOT_SCRIPT_PATH, get(boot_script))
             .route(MACHINE_SCRIPT_PATH, get(machine_script))
             .route("/boot/{name}", get(asset))
+            .route("/boot/talos/{name}", get(talos_image))
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/api/v1/machines", get(machines))
             .route("/api/v1/machines/{mac}/timeline", get(machine_timeline))
@@ -174,6 +179,28 @@ async fn machine_script(
         s.timeline.learn(*p.ip(), mac);
     }
     let base = base_url(&headers, &s.fallback_base);
+    if let Some(installs) = s.installs.clone() {
+        let platform = q.platform;
+        let local = tokio::task::spawn_blocking(move || installs.local_boot(mac, platform))
+            .await
+            .ok()
+            .flatten();
+        if let Some((node, how)) = local {
+            tracing::info!(%mac, %peer, node_id = %node, ?how, "machine script: boot from disk");
+            s.timeline.record(
+                mac,
+                Source::Http,
+                format!("GET {MACHINE_SCRIPT_PATH}: local-boot script ({how:?}, node {node})"),
+                crate::timeline::now_ms(),
+            );
+            s.metrics.http.scripts.fetch_add(1, Ordering::Relaxed);
+            done(&s.metrics.http, t);
+            return text(
+                StatusCode::OK,
+                render::local_boot_script(node.as_str(), how),
+            );
+        }
+    }
     let available =
         s.assets.has_http(render::DISCOVERY_KERNEL) && s.assets.has_http(render::DISCOVERY_INITRD);
     tracing::info!(%mac, %peer, uuid = ?q.uuid, serial = ?q.serial, platform = ?q.platform, "machine script: discovery");
@@ -221,6 +248,15 @@ async fn machine_script(
     s.metrics.http.scripts.fetch_add(1, Ordering::Relaxed);
     done(&s.metrics.http, t);
     text(StatusCode::OK, script)
+}
+
+async fn talos_image(
+    state: State<Shared>,
+    peer: ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    asset(state, peer, Path(format!("talos/{name}")), headers).await
 }
 
 async fn asset(
