@@ -12,7 +12,10 @@ use std::time::{Duration, SystemTime};
 
 use proto::v1::enroll_request::Credential;
 use proto::v1::enrollment_client::EnrollmentClient;
-use proto::v1::{AssignmentRequest, EnrollRequest, EnrollState, HealthBatch, RenewRequest};
+use proto::v1::{
+    Action, AssignmentRequest, EnrollRequest, EnrollState, HealthBatch, InstallPhase, InstallPlan,
+    InstallReport, MachineConfigRequest, RenewRequest,
+};
 use rcgen::{CertificateParams, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
@@ -61,6 +64,15 @@ pub struct AgentConfig {
     /// The inventory, as JSON, sent with each enrollment.
     pub inventory_json: String,
     pub buffer: usize,
+    /// Carry out install assignments (else only report them).
+    pub install: bool,
+    /// Reboot once installed (the discovery image); off for tests and for
+    /// the hub installing its own machine.
+    pub reboot: bool,
+    /// Where the STATE filesystem is built (a tmpfs in the discovery image).
+    pub work_dir: PathBuf,
+    /// Where disks are (`/dev`; a directory of image files in tests).
+    pub dev_dir: PathBuf,
 }
 
 /// What the agent is doing, for tests and logs.
@@ -74,6 +86,8 @@ pub struct Status {
     pub assignment: Option<String>,
     /// Certificates renewed since the last enrollment.
     pub renewals: u32,
+    /// The last install's outcome: `installed <device>` or the error.
+    pub install: Option<String>,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(15);
@@ -146,6 +160,7 @@ pub async fn fetch_ca(url: &str, pin: Option<&str>) -> Result<Vec<u8>, AgentErro
 enum Next {
     Continue,
     Reconnect,
+    Install(Box<InstallPlan>),
 }
 
 struct Identity {
@@ -355,6 +370,13 @@ impl Agent {
             if let Some(c) = client.as_mut() {
                 match self.exchange(c, &mut id).await {
                     Ok(Next::Continue) => failures = 0,
+                    Ok(Next::Install(plan)) => {
+                        let plan = *plan;
+                        failures = 0;
+                        if self.install(c, plan).await && self.config.reboot {
+                            reboot();
+                        }
+                    }
                     // The open connection still uses the old certificate.
                     Ok(Next::Reconnect) => client = None,
                     Err(status) => {
@@ -403,6 +425,15 @@ impl Agent {
         if self.config.interval.is_none() && a.poll_secs > 0 {
             self.interval = Duration::from_secs(u64::from(a.poll_secs.clamp(1, 3600)));
         }
+        if a.action == Action::Install as i32
+            && self.config.install
+            && let Some(plan) = a.install.clone()
+        {
+            return Ok(Next::Install(Box::new(plan)));
+        }
+        if !a.reason.is_empty() {
+            tracing::debug!(reason = %a.reason, "waiting");
+        }
         let summary = format!("{} {}", a.state, a.action);
         if self.status.borrow().assignment.as_deref() != Some(summary.as_str()) {
             let action =
@@ -427,4 +458,154 @@ impl Agent {
         }
         Ok(Next::Continue)
     }
+
+    /// Carries out an install assignment: config (with the install token),
+    /// then the disk, reporting progress. True when the node is installed.
+    async fn install(&mut self, c: &mut EnrollmentClient<Channel>, plan: InstallPlan) -> bool {
+        self.set(|s| s.phase = "installing");
+        tracing::info!(disk = %plan.disk, profile = %plan.profile, image = %plan.image_path, "installing Talos");
+        let outcome = self.try_install(c, &plan).await;
+        let (phase, message, sha) = match &outcome {
+            Ok(done) => (
+                InstallPhase::Done,
+                format!("installed on {}", done.device.display()),
+                done.config_sha256.clone(),
+            ),
+            Err(e) => (InstallPhase::Failed, e.clone(), String::new()),
+        };
+        let state = report(c, phase, 100, &message, &sha, &plan.disk).await;
+        match (&outcome, state) {
+            (Ok(_), Ok(state)) if state == "installed" => {
+                tracing::info!(%message, "install done; the hub has the node as installed");
+                self.set(|s| {
+                    s.phase = "installed";
+                    s.install = Some(message.clone());
+                });
+                true
+            }
+            (Ok(_), other) => {
+                tracing::warn!(?other, "install done, but the hub did not confirm it");
+                self.set(|s| s.install = Some(format!("unconfirmed: {message}")));
+                false
+            }
+            (Err(e), _) => {
+                tracing::error!(error = %e, "install failed");
+                self.set(|s| {
+                    s.phase = "approved";
+                    s.install = Some(format!("failed: {e}"));
+                });
+                false
+            }
+        }
+    }
+
+    async fn try_install(
+        &mut self,
+        c: &mut EnrollmentClient<Channel>,
+        plan: &InstallPlan,
+    ) -> Result<crate::install::Installed, String> {
+        let _ = report(
+            c,
+            InstallPhase::Started,
+            0,
+            &format!("disk {}", plan.disk),
+            "",
+            &plan.disk,
+        )
+        .await;
+        let node_id = self.status.borrow().node_id.clone().unwrap_or_default();
+        let cfg = c
+            .get_machine_config(MachineConfigRequest {
+                install_token: plan.install_token.clone(),
+                node_id,
+            })
+            .await
+            .map_err(|s| format!("machine config refused: {}", s.message()))?
+            .into_inner();
+        if hex(&Sha256::digest(&cfg.config)) != cfg.sha256 {
+            return Err("the machine config does not match its hash".into());
+        }
+        tracing::info!(role = %cfg.role, sha256 = %cfg.sha256, bytes = cfg.config.len(), "machine config received");
+        let inventory: serde_json::Value =
+            serde_json::from_str(&self.config.inventory_json).unwrap_or_default();
+        let p = crate::install::Plan {
+            disk: plan.disk.clone(),
+            serial: plan.disk_serial.clone(),
+            wwid: plan.disk_wwid.clone(),
+            size_bytes: plan.disk_size_bytes,
+            image_url: format!(
+                "{}{}",
+                self.config.url.trim_end_matches('/'),
+                plan.image_path
+            ),
+            image_sha256: plan.image_sha256.clone(),
+            image_size: plan.image_size,
+            zstd: plan.image_zstd,
+            state_size: plan.state_size_bytes,
+        };
+        let device = crate::install::resolve(&p, &inventory, &self.config.dev_dir)
+            .map_err(|e| e.to_string())?;
+        tracing::info!(device = %device.display(), "writing the Talos image");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let work = self.config.work_dir.clone();
+        let config = cfg.config;
+        let job = tokio::task::spawn_blocking(move || {
+            crate::install::install(&p, &config, &device, &work, &mut |pr| {
+                let _ = tx.send(pr);
+            })
+        });
+        tokio::pin!(job);
+        let result = loop {
+            tokio::select! {
+                Some(pr) = rx.recv() => {
+                    let (phase, pct, what) = match pr {
+                        crate::install::Progress::Image { percent } => (InstallPhase::WritingImage, percent, "image"),
+                        crate::install::Progress::Config => (InstallPhase::WritingConfig, 100, "STATE and partition table"),
+                    };
+                    tracing::info!(percent = pct, "install: {what}");
+                    let _ = report(c, phase, pct, what, "", &plan.disk).await;
+                }
+                r = &mut job => break r,
+            }
+        };
+        match result {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("install task: {e}")),
+        }
+    }
+}
+
+/// One ReportInstall; answers the node's state.
+async fn report(
+    c: &mut EnrollmentClient<Channel>,
+    phase: InstallPhase,
+    percent: u32,
+    message: &str,
+    sha: &str,
+    disk: &str,
+) -> Result<String, tonic::Status> {
+    let r = c
+        .report_install(InstallReport {
+            phase: phase as i32,
+            percent,
+            message: message.to_owned(),
+            config_sha256: sha.to_owned(),
+            disk: disk.to_owned(),
+        })
+        .await;
+    if let Err(e) = &r {
+        tracing::warn!(code = ?e.code(), message = e.message(), "install report not delivered");
+    }
+    Ok(r?.into_inner().state)
+}
+
+/// Restarts the machine (the discovery image: the next network boot hands
+/// off to the disk).
+fn reboot() {
+    tracing::info!("rebooting into the installed system");
+    nix::unistd::sync();
+    // Give the console a moment to flush.
+    std::thread::sleep(Duration::from_millis(500));
+    let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+    tracing::error!(error = %e, "reboot failed");
 }

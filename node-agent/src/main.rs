@@ -51,9 +51,22 @@ enum Command {
         interval: Option<u64>,
         /// Send this inventory (JSON, as `inventory --json` prints) instead of
         /// collecting one: for simulations and for machines whose firmware
-        /// identifies nothing.
+        /// identifies nothing. Install disks are resolved from it too.
         #[arg(long)]
         inventory: Option<PathBuf>,
+        /// Report install assignments but do not carry them out.
+        #[arg(long)]
+        no_install: bool,
+        /// Stay up after installing instead of rebooting (the hub installing
+        /// its own machine; tests).
+        #[arg(long)]
+        no_reboot: bool,
+        /// Exit once the node is installed.
+        #[arg(long)]
+        exit_when_installed: bool,
+        /// Where the STATE filesystem is built.
+        #[arg(long, default_value = "/tmp")]
+        work_dir: PathBuf,
     },
 }
 
@@ -83,6 +96,10 @@ fn main() -> anyhow::Result<()> {
             token,
             interval,
             inventory: inventory_file,
+            no_install,
+            no_reboot,
+            exit_when_installed,
+            work_dir,
         } => {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             let args = cmdline::parse(&text);
@@ -120,6 +137,10 @@ fn main() -> anyhow::Result<()> {
                 root: PathBuf::from("/"),
                 inventory_json,
                 buffer: node_agent::health::BUFFER_MAX,
+                install: !no_install,
+                reboot: !no_reboot,
+                work_dir,
+                dev_dir: PathBuf::from("/dev"),
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -127,15 +148,22 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(async {
                 let cancel = CancellationToken::new();
-                let (agent, _status) = Agent::new(config);
+                let (agent, mut status) = Agent::new(config);
                 let run = agent.run(cancel.clone());
                 tokio::pin!(run);
                 let mut term =
                     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                let installed = async {
+                    if !exit_when_installed {
+                        return std::future::pending().await;
+                    }
+                    let _ = status.wait_for(|s| s.phase == "installed").await;
+                };
                 tokio::select! {
                     r = &mut run => return r.map_err(anyhow::Error::from),
                     _ = tokio::signal::ctrl_c() => {}
                     _ = term.recv() => {}
+                    () = installed => tracing::info!("installed: exiting"),
                 }
                 cancel.cancel();
                 match run.await {
