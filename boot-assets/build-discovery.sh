@@ -8,6 +8,9 @@
 #   - busybox: `debian:busybox-static=VERSION:/PATH` in the initramfs `source`
 #   - the modules: `modules=a,b,c` in the initramfs `source`, in load order; the
 #     script checks each one's depends= (from its .modinfo) is loaded before it.
+#   - extra files: each `file=debian:PKG=VERSION:/PATH` in the initramfs `source`
+#     is copied to the same path (a symlink in the package is followed); today
+#     mkfs.xfs and the shared libraries it needs, for the agent's install step.
 #
 # The initramfs is built twice from scratch; both builds and the manifest must
 # agree byte for byte (sorted entries, every mtime = SOURCE_DATE_EPOCH below,
@@ -132,6 +135,27 @@ bb="$work/busybox$bb_path"
 { [ -f "$bb" ] && [ ! -L "$bb" ]; } || die "$bb_path is not a regular file in $bb_spec"
 "$bb" --list-full >"$work/applets" || die "cannot run $bb_path to list its applets (needs an x86_64 host)"
 
+# --- extra files (mkfs.xfs and its libraries) -------------------------------
+mapfile -t EXTRA < <(grep -o 'file=debian:[^ ]*' <<<"$i_src" | sed 's/^file=//')
+declare -A extra_src=()
+for spec_src in "${EXTRA[@]}"; do
+  spec=$(deb_spec "$spec_src"); path=$(deb_path "$spec_src")
+  pkgdir="$work/extra/${spec%%=*}"
+  if [ ! -d "$pkgdir" ]; then
+    log "downloading $spec"
+    deb_extract "$(apt_download "$spec" "$cache")" "$pkgdir"
+  fi
+  real=$(cd "$pkgdir" && realpath -m --relative-base=. ".$path")
+  # A symlink in the package may point at an absolute path: resolve it inside.
+  if [ -L "$pkgdir$path" ]; then
+    t=$(readlink "$pkgdir$path")
+    case "$t" in /*) real=".$t" ;; *) real="$(dirname ".$path")/$t" ;; esac
+  fi
+  [ -f "$pkgdir/$real" ] || die "$path is not a file in $spec"
+  extra_src[$path]="$pkgdir/$real"
+done
+[ ${#EXTRA[@]} -eq 0 ] || log "extra files: ${!extra_src[*]}"
+
 # --- initramfs --------------------------------------------------------------
 # assemble DIR OUT: lays the tree out in DIR from scratch and writes OUT.
 assemble() {
@@ -152,6 +176,14 @@ assemble() {
     install -D -m 0644 "$kroot/lib/modules/$kver/${modpath[$n]}" "$root/lib/modules/$kver/${modpath[$n]}"
     echo "${modpath[$n]}" >>"$root/etc/provisioner/modules"
   done
+  for f in "${!extra_src[@]}"; do
+    install -D -m 0755 "${extra_src[$f]}" "$root$f"
+  done
+  # The dynamic loader's well-known path (a symlink in Debian too).
+  if [ -n "${extra_src[/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2]:-}" ]; then
+    mkdir -p "$root/lib64"
+    ln -sf /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$root/lib64/ld-linux-x86-64.so.2"
+  fi
   printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
   printf 'root:x:0:\n' >"$root/etc/group"
   printf 'export PS1="discovery# "\n' >"$root/etc/profile"

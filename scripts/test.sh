@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 need_root "the test suite"
 need_cargo
-apt_install iproute2 binutils file busybox isc-dhcp-client dnsmasq-base kea-admin tftp-hpa atftp curl cpio gzip qemu-system-x86 ipxe-qemu ovmf python3 python3-pytest python3-scapy python3-zeroconf python3-yaml openssl
+apt_install iproute2 binutils file busybox isc-dhcp-client dnsmasq-base kea-admin tftp-hpa atftp curl cpio gzip qemu-system-x86 ipxe-qemu ovmf python3 python3-pytest python3-scapy python3-zeroconf python3-yaml openssl xfsprogs zstd gdisk
 
 echo "== format and lints"
 cargo fmt --all --check
