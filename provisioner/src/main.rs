@@ -100,6 +100,24 @@ enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Install Talos on this machine (the hub's own, the first node) the way
+    /// every node installs: the node agent enrolls with the running hub over
+    /// loopback (a single-use auto-approve token), takes its install
+    /// assignment and config over mTLS, and writes the disk its profile and
+    /// inventory choose.
+    InstallSelf {
+        #[command(flatten)]
+        hub: HubConfig,
+        /// The node agent binary (default: `[boot] node_agent`, else beside this binary).
+        #[arg(long)]
+        agent: Option<PathBuf>,
+        /// Use this inventory instead of collecting one (see node-agent run --inventory).
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        /// Reboot once installed.
+        #[arg(long)]
+        reboot: bool,
+    },
     /// Hardware profiles: check them, list them, see which one a machine gets.
     Profiles {
         /// Local profiles beside the shipped ones.
@@ -266,6 +284,12 @@ fn main() -> anyhow::Result<()> {
         Command::Tokens { hub, command } => tokens(&Config::load(&hub.config)?, command),
         Command::Cluster { hub, command } => cluster(&Config::load(&hub.config)?, command),
         Command::Profiles { dir, command } => profiles(dir.as_deref(), command),
+        Command::InstallSelf {
+            hub,
+            agent,
+            inventory,
+            reboot,
+        } => install_self(&Config::load(&hub.config)?, agent, inventory, reboot),
         // Runs before any thread exists: it moves the process into a new network namespace.
         Command::Lab {
             assets,
@@ -493,6 +517,70 @@ fn admin(
         anyhow::bail!("{method} {path}: HTTP {status}: {msg}");
     }
     Ok(value)
+}
+
+/// `install-self`: the agent against the running hub, over loopback.
+fn install_self(
+    config: &Config,
+    agent: Option<PathBuf>,
+    inventory: Option<PathBuf>,
+    reboot: bool,
+) -> anyhow::Result<()> {
+    use sha2::Digest;
+    let agent = agent
+        .or_else(|| config.node_agent.clone())
+        .or_else(provisioner::agent_image::default_path)
+        .context("no node agent: pass --agent")?;
+    let token = admin(
+        config,
+        "POST",
+        "/api/v1/tokens",
+        Some(serde_json::json!({
+            "description": "install-self (the hub's own machine)",
+            "ttl_secs": 3600,
+            "max_uses": 1,
+            "auto_approve": true,
+        })),
+    )?;
+    let token = str_or(&token["token"], "").to_owned();
+    let pem = admin_text(config, "/ca.pem")?;
+    let der = proto::pem::decode(&pem, "CERTIFICATE").context("the hub's CA certificate")?;
+    let pin = format!("sha256:{}", proto::hex::encode(&sha2::Sha256::digest(&der)));
+    let loopback = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut cmd = std::process::Command::new(&agent);
+    cmd.args(["run", "--exit-when-installed", "--cmdline", "/dev/null"])
+        .args([
+            "--url",
+            &format!("http://{}", loopback(config.http.listen.port())),
+        ])
+        .args(["--grpc", &loopback(config.enroll.listen.port()).to_string()])
+        .args(["--ca", &pin, "--token", &token]);
+    if !reboot {
+        cmd.arg("--no-reboot");
+    }
+    if let Some(inv) = &inventory {
+        cmd.arg("--inventory").arg(inv);
+    }
+    eprintln!(
+        "install-self: running {} (enrolls as this machine, then installs)",
+        agent.display()
+    );
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {}", agent.display()))?;
+    anyhow::ensure!(status.success(), "the node agent failed: {status}");
+    Ok(())
+}
+
+/// A non-JSON GET on the admin socket.
+fn admin_text(config: &Config, path: &str) -> anyhow::Result<String> {
+    let socket = config.state_dir.join(provisioner::app::ADMIN_SOCKET);
+    let conn = std::os::unix::net::UnixStream::connect(&socket)
+        .with_context(|| format!("connecting to {socket:?} (is the hub running? are you root?)"))?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let (status, body) = http_exchange(conn, "GET", "hub", path, "")?;
+    anyhow::ensure!((200..300).contains(&status), "GET {path}: HTTP {status}");
+    Ok(body)
 }
 
 fn ago(unix: u64) -> String {

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import Hub
+from conftest import BIN, Hub
 from test_dhcp import HUB_ADDR, config
 from test_enroll import agent_binary, cli, nodes, wait_until  # noqa: F401 (fixture)
 from test_qemu import ASSETS, HTTP, Vm, boot_assets  # noqa: F401 (fixture)
@@ -178,3 +178,42 @@ def test_approved_vm_installs_talos_and_next_boot_is_from_disk(lab, tmp_path, bo
     again.stop()
     assert "PROVISIONER-AGENT-START" not in again.text(), "an installed machine does not get the discovery image"
     print(f"installed in {took:.0f} s (approval to installed, TCG)")
+
+
+def test_hub_installs_its_own_machine_through_the_same_path(lab, tmp_path, agent_binary):
+    """`provisioner install-self`: the first node is the hub's own machine. The
+    node agent enrolls with the running hub over loopback, gets the install
+    assignment and its config over mTLS, and writes the disk, exactly as a
+    network-booted node does. The "machine" here is a loop device and an
+    inventory that describes it."""
+    import os
+    raw = stand_in_image(tmp_path / "metal-amd64.raw")
+    hub_ns = lab.host("hub", f"{HUB_ADDR}/24")
+    body = (config() + HTTP + "[enroll]\npoll_secs = 1\n" + f'[talos]\ncluster_name = "lab"\nimage = "{raw}"\n')
+    hub = Hub(lab, hub_ns, tmp_path, body).start(log_filter="info,provisioner=debug")
+    disk = tmp_path / "hub-disk.img"
+    subprocess.run(["truncate", "-s", "1G", str(disk)], check=True)
+    loop = run("losetup", "--find", "--show", str(disk)).strip()
+    try:
+        inventory = tmp_path / "inventory.json"
+        inventory.write_text(json.dumps({
+            "system": {"vendor": "QEMU", "product": "Standard PC (i440FX + PIIX, 1996)", "serial": "SN-HUB"},
+            "firmware": {"mode": "uefi"},
+            "nics": [{"name": "eth0", "mac": "52:54:00:e1:00:99", "link": True}],
+            "disks": [{"name": os.path.basename(loop), "size_bytes": 1 << 30, "transport": "virtio",
+                       "serial": "HUB-DISK"}],
+        }))
+        r = hub.lab.ns(hub.ns, BIN, "install-self", "-c", str(hub.config), "--agent", agent_binary,
+                       "--inventory", str(inventory), check=False, timeout=180)
+        assert r.returncode == 0, f"install-self failed:\n{r.stdout}\n{r.stderr[-4000:]}\n{hub.logs()[-4000:]}"
+        verify = subprocess.run(["sgdisk", "-v", loop], capture_output=True, text=True)
+        assert "No problems found" in verify.stdout, verify.stdout + verify.stderr
+        assert list(partitions(loop)) == ["EFI", "BIOS", "BOOT", "META", "STATE"]
+    finally:
+        subprocess.run(["losetup", "-d", loop])
+    [n] = nodes(hub)
+    n = json.loads(cli(hub, "nodes", "show", n["id"], "--json"))
+    assert n["state"] == "installed" and n["role"] == "controlplane", n
+    assert n["install"]["disk"] == loop, n["install"]
+    cfg = cli(hub, "nodes", "config", n["id"])
+    assert "allowSchedulingOnControlPlanes: true" in cfg, "the first node is a single-node control plane"
