@@ -107,42 +107,25 @@ use proto::hex::encode as hex;
 /// GETs `<url>/ca.pem` over plain HTTP and checks it against the pin: the pin,
 /// not the transport, is what makes it trustworthy.
 pub async fn fetch_ca(url: &str, pin: Option<&str>) -> Result<Vec<u8>, AgentError> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use std::io::Read;
     let err = |why: String| AgentError::FetchCa {
         url: url.to_owned(),
         why,
     };
-    let authority = url
-        .strip_prefix("http://")
-        .ok_or_else(|| err("not an http:// URL".into()))?
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    let addr: SocketAddr = authority
-        .parse()
-        .or_else(|_| format!("{authority}:80").parse())
-        .map_err(|_| err("the host must be an IP address".into()))?;
-    let io = async {
-        let mut tcp = tokio::net::TcpStream::connect(addr).await?;
-        tcp.write_all(
-            format!("GET /ca.pem HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await?;
-        let mut raw = Vec::new();
-        tcp.take(64 * 1024).read_to_end(&mut raw).await?;
-        Ok::<_, std::io::Error>(raw)
-    };
-    let raw = tokio::time::timeout(TIMEOUT, io)
-        .await
-        .map_err(|_| err("timed out".into()))?
-        .map_err(|e| err(e.to_string()))?;
-    let text = String::from_utf8_lossy(&raw);
-    if !text.starts_with("HTTP/1.1 200") {
-        return Err(err(text.lines().next().unwrap_or("no answer").to_owned()));
-    }
+    let ca_url = format!("{}/ca.pem", url.trim_end_matches('/'));
+    let fetched = tokio::task::spawn_blocking(move || {
+        let (_, body) = crate::install::http_get(&ca_url, TIMEOUT).map_err(|e| e.to_string())?;
+        let mut text = String::new();
+        body.take(64 * 1024)
+            .read_to_string(&mut text)
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(text)
+    })
+    .await
+    .map_err(|e| err(e.to_string()))?
+    .map_err(err)?;
     let der =
-        proto::pem::decode(&text, "CERTIFICATE").ok_or_else(|| err("no certificate".into()))?;
+        proto::pem::decode(&fetched, "CERTIFICATE").ok_or_else(|| err("no certificate".into()))?;
     let got = hex(&Sha256::digest(&der));
     match pin {
         Some(pinned) if pinned != got => Err(AgentError::PinMismatch {

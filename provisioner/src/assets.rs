@@ -180,6 +180,28 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(proto::hex::encode(&h.finalize()))
 }
 
+/// The spec of an asset the hub adds itself: x86_64, any firmware, HTTP only.
+fn http_spec(
+    name: &str,
+    http: &str,
+    kind: Kind,
+    sha256: String,
+    size: u64,
+    source: String,
+) -> RawAsset {
+    RawAsset {
+        name: name.to_owned(),
+        kind,
+        arch: Arch::X86_64,
+        firmware: FirmwareKind::Any,
+        sha256,
+        size,
+        source,
+        tftp: None,
+        http: Some(http.to_owned()),
+    }
+}
+
 fn verify(
     root: &Path,
     spec: &RawAsset,
@@ -266,27 +288,16 @@ impl Assets {
     /// Adds an asset the hub generated itself (served over HTTP only), hashed
     /// now; the bytes served are these bytes.
     pub fn insert_generated(&mut self, name: &str, http: &str, source: String, data: Vec<u8>) {
-        use sha2::Digest;
-        let spec = RawAsset {
-            name: name.to_owned(),
-            kind: Kind::Initramfs,
-            arch: Arch::X86_64,
-            firmware: FirmwareKind::Any,
-            sha256: proto::hex::encode(&sha2::Sha256::digest(&data)),
-            size: data.len() as u64,
+        let sha256 = proto::hex::encode(&Sha256::digest(&data));
+        let spec = http_spec(
+            name,
+            http,
+            Kind::Initramfs,
+            sha256,
+            data.len() as u64,
             source,
-            tftp: None,
-            http: Some(http.to_owned()),
-        };
-        self.by_http.insert(http.to_owned(), name.to_owned());
-        self.by_name.insert(
-            name.to_owned(),
-            Asset {
-                spec,
-                path: PathBuf::new(),
-                data: Some(bytes::Bytes::from(data)),
-            },
         );
+        self.insert_http(spec, PathBuf::new(), Some(bytes::Bytes::from(data)));
     }
 
     /// Adds a local file the operator named (served over HTTP only, streamed
@@ -302,27 +313,24 @@ impl Assets {
         if !meta.is_file() {
             return Err(std::io::Error::other("not a regular file"));
         }
-        let spec = RawAsset {
-            name: name.to_owned(),
-            kind: Kind::DiskImage,
-            arch: Arch::X86_64,
-            firmware: FirmwareKind::Any,
-            sha256: sha256_file(path)?,
-            size: meta.len(),
+        let spec = http_spec(
+            name,
+            http,
+            Kind::DiskImage,
+            sha256_file(path)?,
+            meta.len(),
             source,
-            tftp: None,
-            http: Some(http.to_owned()),
-        };
-        self.by_http.insert(http.to_owned(), name.to_owned());
-        self.by_name.insert(
-            name.to_owned(),
-            Asset {
-                spec: spec.clone(),
-                path: path.to_owned(),
-                data: None,
-            },
         );
+        self.insert_http(spec.clone(), path.to_owned(), None);
         Ok(spec)
+    }
+
+    fn insert_http(&mut self, spec: RawAsset, path: PathBuf, data: Option<bytes::Bytes>) {
+        if let Some(http) = &spec.http {
+            self.by_http.insert(http.clone(), spec.name.clone());
+        }
+        self.by_name
+            .insert(spec.name.clone(), Asset { spec, path, data });
     }
 
     /// The asset served over TFTP as `name`. One leading `/` is accepted (some

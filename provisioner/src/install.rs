@@ -24,7 +24,7 @@ use crate::cluster::ClusterService;
 use crate::enroll::registry::{EnrollError, Node, NodeState, Role};
 use crate::enroll::{Authority, AuthorityError, NodeId};
 use crate::http::render::Platform;
-use crate::profiles::{Facts, HandOff};
+use crate::profiles::{DiskChoice, Facts, HandOff, Profile};
 use crate::talos::render::{self, InstallTarget, NodeSpec};
 
 /// Where the Talos disk image is served.
@@ -108,13 +108,7 @@ impl Installs {
             .authority
             .node(id)
             .ok_or_else(|| format!("no node {id}"))?;
-        let facts = Facts::from_inventory(&node.inventory);
-        let profile = self
-            .cluster
-            .profiles()
-            .matching(&facts)
-            .map_err(|e| e.to_string())?;
-        let disk = profile.choose_disk(&facts).map_err(|e| e.to_string())?;
+        let (_, profile, disk) = self.placement(&node)?;
         let grant = self
             .authority
             .install_grant(id, &disk.device, &profile.name, now)
@@ -135,9 +129,8 @@ impl Installs {
         })
     }
 
-    /// Renders the node's machine config (no token, no audit: callers are
-    /// `machine_config` and the operator's admin socket).
-    pub fn render(&self, node: &Node) -> Result<Delivered, String> {
+    /// The node's facts, its profile and the install disk that profile picks.
+    fn placement(&self, node: &Node) -> Result<(Facts, &Profile, DiskChoice), String> {
         let facts = Facts::from_inventory(&node.inventory);
         let profile = self
             .cluster
@@ -145,6 +138,13 @@ impl Installs {
             .matching(&facts)
             .map_err(|e| e.to_string())?;
         let disk = profile.choose_disk(&facts).map_err(|e| e.to_string())?;
+        Ok((facts, profile, disk))
+    }
+
+    /// Renders the node's machine config (no token, no audit: callers are
+    /// `machine_config` and the operator's admin socket).
+    pub fn render(&self, node: &Node) -> Result<Delivered, String> {
+        let (facts, profile, disk) = self.placement(node)?;
         let role = match node.role {
             Some(Role::Worker) => render::Role::Worker,
             // A role-less node is rendered as install_grant would assign it.

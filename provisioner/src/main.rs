@@ -502,12 +502,8 @@ fn admin(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<serde_json::Value> {
-    let socket = config.state_dir.join(provisioner::app::ADMIN_SOCKET);
-    let conn = std::os::unix::net::UnixStream::connect(&socket)
-        .with_context(|| format!("connecting to {socket:?} (is the hub running? are you root?)"))?;
-    conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let (status, body) = http_exchange(conn, method, "hub", path, &body)?;
+    let (status, body) = admin_exchange(config, method, path, &body)?;
     let value: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
     if !(200..300).contains(&status) {
         let msg = value["error"]
@@ -574,13 +570,23 @@ fn install_self(
 
 /// A non-JSON GET on the admin socket.
 fn admin_text(config: &Config, path: &str) -> anyhow::Result<String> {
+    let (status, body) = admin_exchange(config, "GET", path, "")?;
+    anyhow::ensure!((200..300).contains(&status), "GET {path}: HTTP {status}");
+    Ok(body)
+}
+
+/// One request on the admin socket: status and body.
+fn admin_exchange(
+    config: &Config,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
     let socket = config.state_dir.join(provisioner::app::ADMIN_SOCKET);
     let conn = std::os::unix::net::UnixStream::connect(&socket)
         .with_context(|| format!("connecting to {socket:?} (is the hub running? are you root?)"))?;
     conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
-    let (status, body) = http_exchange(conn, "GET", "hub", path, "")?;
-    anyhow::ensure!((200..300).contains(&status), "GET {path}: HTTP {status}");
-    Ok(body)
+    http_exchange(conn, method, "hub", path, body)
 }
 
 fn ago(unix: u64) -> String {

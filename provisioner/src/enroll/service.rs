@@ -301,13 +301,11 @@ impl Enrollment for EnrollService {
                 }
             }
         };
-        // The role may have just been decided by the install grant.
-        let role = self
+        // The install grant may have just decided the role and moved the state.
+        let (state, role) = self
             .authority
             .node(&who.node)
-            .and_then(|n| n.role)
-            .or(a.role);
-        let state = self.authority.node(&who.node).map_or(a.state, |n| n.state);
+            .map_or((a.state, a.role), |n| (n.state, n.role));
         Ok(Response::new(Assignment {
             node_id: who.node.to_string(),
             state: state.name().to_owned(),
