@@ -19,6 +19,9 @@ export TALOS_SCHEMA="${TALOS_SCHEMA:-$PWD/provisioner/tests/fixtures/talos/confi
 test -r "$TALOS_SCHEMA" || { echo "TALOS_SCHEMA=$TALOS_SCHEMA is not readable" >&2; exit 1; }
 cargo test --workspace --locked
 
+echo "== fuzz targets, bounded (the corpus itself was replayed by cargo test: fuzz_corpus)"
+bash fuzz/run.sh "${FUZZ_SECS:-15}"
+
 echo "== network-namespace tests (real clients, real sockets)"
 cargo build --workspace --locked
 export PROVISIONER_BIN="$PWD/target/debug/provisioner"

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod dhcp;
 pub mod enroll;
+pub mod fuzz;
 pub mod http;
 pub mod install;
 pub mod lab;

@@ -233,6 +233,8 @@ MALFORMED = {
     "bad magic cookie": lambda base: base[:236] + b"\x00\x00\x00\x00" + base[240:],
     "hlen over 16": lambda base: base[:2] + bytes([17]) + base[3:],
     "oversized option 61": lambda base: base[:240] + bytes([53, 1, 1]) + (bytes([61, 100]) + b"\x07" * 100) * 2 + b"\xff",
+    # Found by fuzz/ (target dhcp): dhcproto debug-asserts option 154's length.
+    "bulk leasequery time of 2 bytes": lambda base: base[:240] + bytes([53, 1, 1, 154, 2, 0, 0, 255]),
 }
 
 
@@ -255,9 +257,10 @@ def test_hostile_input_is_dropped_and_server_keeps_answering(lab, make_hub, tmp_
     assert hub.alive()
     assert [r for r in seen if r["xid"] == 31337 and r["yiaddr"] != "0.0.0.0"], "a normal DISCOVER is still answered"
     log = hub.log.read_text()
-    for reason in ["runs past the end", "bad magic cookie", "hlen 17 exceeds 16", "client identifier of 200 bytes"]:
+    for reason in ["runs past the end", "bad magic cookie", "hlen 17 exceeds 16", "client identifier of 200 bytes",
+                   "option 154 with 2 bytes"]:
         assert reason in log, f"no log line for: {reason}"
-    assert log.count("dropping malformed DHCP datagram") >= 4 + 90, "every garbage datagram is logged as dropped"
+    assert log.count("dropping malformed DHCP datagram") >= len(MALFORMED) + 90, "every garbage datagram is logged as dropped"
     assert "panicked" not in log
     # And after a restart it still starts and answers.
     hub.kill(signal.SIGTERM)

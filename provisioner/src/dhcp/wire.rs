@@ -26,15 +26,45 @@ pub const MAX_CLIENT_ID_LEN: usize = 130;
 /// Why a datagram was refused before decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Malformed {
-    TooShort { len: usize },
-    NotBootRequest { op: u8 },
-    HardwareLenTooLong { hlen: u8 },
+    TooShort {
+        len: usize,
+    },
+    NotBootRequest {
+        op: u8,
+    },
+    HardwareLenTooLong {
+        hlen: u8,
+    },
     BadMagicCookie,
-    TruncatedOption { code: u8, at: usize },
+    TruncatedOption {
+        code: u8,
+        at: usize,
+    },
     MissingEnd,
-    ClientIdLength { len: usize },
+    ClientIdLength {
+        len: usize,
+    },
     MessageTypeMissing,
+    /// An option whose length is fixed by its RFC came with another length, or
+    /// more than once (dhcproto asserts these lengths in debug builds and reads
+    /// past them otherwise).
+    OptionLength {
+        code: u8,
+        len: usize,
+    },
 }
+
+/// Options with a fixed length (or minimum, for 81) that dhcproto decodes
+/// without checking it: `(code, min, max)` of the concatenated value.
+const FIXED_LENGTHS: &[(u8, usize, usize)] = &[
+    (80, 0, 0),   // rapid commit (RFC 4039)
+    (81, 3, 255), // client FQDN: flags, rcode1, rcode2, name (RFC 4702)
+    (94, 3, 3),   // PXE client network interface: type, major, minor (RFC 4578)
+    (152, 4, 4),  // bulk leasequery times (RFC 6926)
+    (153, 4, 4),
+    (154, 4, 4),
+    (155, 4, 4),
+];
 
 impl fmt::Display for Malformed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -51,6 +81,9 @@ impl fmt::Display for Malformed {
             Malformed::MissingEnd => write!(f, "options have no END"),
             Malformed::ClientIdLength { len } => write!(f, "client identifier of {len} bytes"),
             Malformed::MessageTypeMissing => write!(f, "no DHCP message type (option 53)"),
+            Malformed::OptionLength { code, len } => {
+                write!(f, "option {code} with {len} bytes (or repeated)")
+            }
         }
     }
 }
@@ -128,13 +161,25 @@ pub fn check(datagram: &[u8]) -> Result<(), Malformed> {
     let mut it = options(datagram);
     let mut client_id_len = None::<usize>;
     let mut msg_type = false;
+    let mut seen_fixed = [false; FIXED_LENGTHS.len()];
     for opt in &mut it {
         let (code, data) = opt?;
         match code {
             // RFC 3396: repeated instances concatenate.
             OPT_CLIENT_ID => *client_id_len.get_or_insert(0) += data.len(),
             53 => msg_type = data.len() == 1,
-            _ => {}
+            _ => {
+                if let Some(i) = FIXED_LENGTHS.iter().position(|&(c, _, _)| c == code) {
+                    let (_, min, max) = FIXED_LENGTHS[i];
+                    if seen_fixed[i] || !(min..=max).contains(&data.len()) {
+                        return Err(Malformed::OptionLength {
+                            code,
+                            len: data.len(),
+                        });
+                    }
+                    seen_fixed[i] = true;
+                }
+            }
         }
     }
     if !it.saw_end {
@@ -237,6 +282,33 @@ pub(crate) mod tests {
                 "no message type",
                 with_opts(&[12, 1, b'a', 255]),
                 Err(Malformed::MessageTypeMissing),
+            ),
+            // Found by the dhcp fuzz target: dhcproto debug-asserts these lengths.
+            (
+                "bulk leasequery time of 1 byte",
+                with_opts(&[53, 1, 1, 154, 1, 0, 255]),
+                Err(Malformed::OptionLength { code: 154, len: 1 }),
+            ),
+            (
+                "rapid commit with data",
+                with_opts(&[53, 1, 1, 80, 1, 0, 255]),
+                Err(Malformed::OptionLength { code: 80, len: 1 }),
+            ),
+            ("rapid commit", with_opts(&[53, 1, 1, 80, 0, 255]), Ok(())),
+            (
+                "PXE network interface of 2 bytes",
+                with_opts(&[53, 1, 1, 94, 2, 1, 2, 255]),
+                Err(Malformed::OptionLength { code: 94, len: 2 }),
+            ),
+            (
+                "PXE network interface twice (would concatenate to 6)",
+                with_opts(&[53, 1, 1, 94, 3, 1, 2, 1, 94, 3, 1, 2, 1, 255]),
+                Err(Malformed::OptionLength { code: 94, len: 3 }),
+            ),
+            (
+                "empty client FQDN",
+                with_opts(&[53, 1, 1, 81, 0, 255]),
+                Err(Malformed::OptionLength { code: 81, len: 0 }),
             ),
         ];
         for (name, input, want) in cases {

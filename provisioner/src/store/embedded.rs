@@ -8,7 +8,8 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -29,11 +30,30 @@ pub const STORE_FILE: &str = "hub.redb";
 /// The hub's store. Clones share one database: the DHCP committer and the
 /// enrollment authority each hold one, and redb serialises their write
 /// transactions.
+///
+/// After an I/O error (ENOSPC, EIO) redb refuses every later transaction with
+/// `PreviousIo` until the database is closed and opened again. So the handle
+/// lives in a shared slot: a failed write empties the slot, and the next use
+/// reopens the file (which verifies it) once the last in-flight transaction has
+/// let go of the old handle. Until then, and while the disk stays full, every
+/// write fails, so nothing is acknowledged; once space returns the hub writes
+/// again without a restart.
 #[derive(Debug, Clone)]
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    slot: Arc<RwLock<Slot>>,
     path: PathBuf,
 }
+
+#[derive(Debug)]
+struct Slot {
+    db: Option<Arc<Database>>,
+    /// No reopen before this: opening verifies the whole file, and a full disk
+    /// under a storm of retries must not turn into a storm of verifications.
+    next_reopen: Instant,
+}
+
+/// Least time between two attempts to reopen after an I/O error.
+const REOPEN_EVERY: Duration = Duration::from_millis(500);
 
 fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
     match e {
@@ -55,20 +75,12 @@ impl EmbeddedStore {
             source,
         })?;
         let path = state_dir.join(STORE_FILE);
-        let db = Database::builder()
-            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
-            // Verify every page on open: a damaged file fails with an error, never a panic.
-            .set_check_integrity_on_open(true)
-            .create(&path)
-            .map_err(|e| open_error(&path, e))?;
-        // Make sure the tables exist, so read-only openers find them.
-        let tx = db.begin_write().map_err(Box::new)?;
-        tx.open_table(LEASES).map_err(Box::new)?;
-        tx.open_table(FALLBACK).map_err(Box::new)?;
-        nodes::create_tables(&tx)?;
-        tx.commit().map_err(Box::new)?;
+        let db = open_writer(&path)?;
         Ok(EmbeddedStore {
-            db: Arc::new(db),
+            slot: Arc::new(RwLock::new(Slot {
+                db: Some(Arc::new(db)),
+                next_reopen: Instant::now(),
+            })),
             path,
         })
     }
@@ -77,17 +89,60 @@ impl EmbeddedStore {
         &self.path
     }
 
+    /// The open database, reopening it if an I/O error closed it.
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        if let Some(db) = &self.slot.read().unwrap_or_else(|e| e.into_inner()).db {
+            return Ok(db.clone());
+        }
+        let mut slot = self.slot.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(db) = &slot.db {
+            return Ok(db.clone());
+        }
+        let now = Instant::now();
+        if now < slot.next_reopen {
+            return Err(StoreError::Closed);
+        }
+        slot.next_reopen = now + REOPEN_EVERY;
+        // Fails with Locked while a transaction still holds the old handle, and
+        // with an I/O error while the disk is still full; a later use tries again.
+        let db = Arc::new(open_writer(&self.path)?);
+        tracing::warn!(path = ?self.path, "store reopened after an I/O error");
+        slot.db = Some(db.clone());
+        Ok(db)
+    }
+
+    /// Runs `f`; an I/O failure closes the database so the next use reopens it.
+    fn with_db<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let db = self.db()?;
+        let result = f(&db);
+        if let Err(e) = &result
+            && e.is_io()
+        {
+            let mut slot = self.slot.write().unwrap_or_else(|e| e.into_inner());
+            if slot.db.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, &db)) {
+                tracing::error!(path = ?self.path, error = %e, "store I/O failed: closing it, writes fail until it reopens");
+                slot.db = None;
+            }
+        }
+        result
+    }
+
     /// The enrollment registry, and how many rows were skipped as undecodable.
     pub fn load_registry(&self) -> Result<(Registry, usize), StoreError> {
-        nodes::load(self.db.as_ref())
+        self.with_db(nodes::load)
     }
 
     /// Applies enrollment changes in one durable transaction.
     pub fn commit_registry(&self, changes: &[RegistryChange]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(Box::new)?;
-        nodes::commit(&tx, changes)?;
-        tx.commit().map_err(Box::new)?;
-        Ok(())
+        self.with_db(|db| {
+            let tx = db.begin_write().map_err(Box::new)?;
+            nodes::commit(&tx, changes)?;
+            tx.commit().map_err(Box::new)?;
+            Ok(())
+        })
     }
 
     /// The newest `limit` health reports of a node, oldest first.
@@ -96,8 +151,25 @@ impl EmbeddedStore {
         node: &NodeId,
         limit: usize,
     ) -> Result<Vec<StoredHealth>, StoreError> {
-        nodes::health(self.db.as_ref(), node, limit)
+        self.with_db(|db| nodes::health(db, node, limit))
     }
+}
+
+/// Opens (creating if needed) the store file as its one writer, verified.
+fn open_writer(path: &Path) -> Result<Database, StoreError> {
+    let db = Database::builder()
+        .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+        // Verify every page on open: a damaged file fails with an error, never a panic.
+        .set_check_integrity_on_open(true)
+        .create(path)
+        .map_err(|e| open_error(path, e))?;
+    // Make sure the tables exist, so read-only openers find them.
+    let tx = db.begin_write().map_err(Box::new)?;
+    tx.open_table(LEASES).map_err(Box::new)?;
+    tx.open_table(FALLBACK).map_err(Box::new)?;
+    nodes::create_tables(&tx)?;
+    tx.commit().map_err(Box::new)?;
+    Ok(db)
 }
 
 /// Reads the store without becoming its writer: works while the hub runs.
@@ -143,33 +215,37 @@ fn load_from(db: &impl ReadableDatabase) -> Result<Loaded, StoreError> {
 
 impl Store for EmbeddedStore {
     fn load(&self) -> Result<Loaded, StoreError> {
-        load_from(self.db.as_ref())
+        self.with_db(load_from)
     }
 
     fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(Box::new)?;
-        {
-            let mut leases = tx.open_table(LEASES).map_err(Box::new)?;
-            let mut fallback = tx.open_table(FALLBACK).map_err(Box::new)?;
-            for change in changes {
-                match change {
-                    Change::PutLease(l) => {
-                        leases
-                            .insert(u32::from(l.addr), encode_lease(l).as_slice())
-                            .map_err(Box::new)?;
-                    }
-                    Change::DeleteLease(addr) => {
-                        leases.remove(u32::from(*addr)).map_err(Box::new)?;
-                    }
-                    Change::Fallback(mac) => {
-                        fallback.insert(mac.0.as_slice(), 1u64).map_err(Box::new)?;
-                    }
+        self.with_db(|db| commit_leases(db, changes))
+    }
+}
+
+fn commit_leases(db: &Database, changes: &[Change]) -> Result<(), StoreError> {
+    let tx = db.begin_write().map_err(Box::new)?;
+    {
+        let mut leases = tx.open_table(LEASES).map_err(Box::new)?;
+        let mut fallback = tx.open_table(FALLBACK).map_err(Box::new)?;
+        for change in changes {
+            match change {
+                Change::PutLease(l) => {
+                    leases
+                        .insert(u32::from(l.addr), encode_lease(l).as_slice())
+                        .map_err(Box::new)?;
+                }
+                Change::DeleteLease(addr) => {
+                    leases.remove(u32::from(*addr)).map_err(Box::new)?;
+                }
+                Change::Fallback(mac) => {
+                    fallback.insert(mac.0.as_slice(), 1u64).map_err(Box::new)?;
                 }
             }
         }
-        tx.commit().map_err(Box::new)?;
-        Ok(())
     }
+    tx.commit().map_err(Box::new)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -191,7 +267,7 @@ mod tests {
             s.commit(&[Change::DeleteLease(lease(2).addr)])
                 .expect("commit");
             // A row no version of ours wrote.
-            let tx = s.db.begin_write().expect("tx");
+            let tx = s.db().expect("db").begin_write().expect("tx");
             tx.open_table(LEASES)
                 .expect("t")
                 .insert(u32::from(Ipv4Addr::new(10, 0, 0, 99)), &b"\x01{nope"[..])

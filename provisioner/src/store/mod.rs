@@ -48,6 +48,27 @@ pub enum StoreError {
     Storage(#[from] Box<redb::StorageError>),
     #[error("store commit: {0}")]
     Commit(#[from] Box<redb::CommitError>),
+    #[error("store closed after an I/O error; reopening")]
+    Closed,
+}
+
+impl StoreError {
+    /// An I/O failure of the storage (ENOSPC, EIO), or redb refusing because of
+    /// an earlier one: the database must be reopened before it is usable again.
+    pub fn is_io(&self) -> bool {
+        use redb::{CommitError, StorageError, TableError, TransactionError};
+        let io = |e: &StorageError| matches!(e, StorageError::Io(_) | StorageError::PreviousIo);
+        match self {
+            StoreError::Storage(e) => io(e),
+            StoreError::Transaction(e) => {
+                matches!(e.as_ref(), TransactionError::Storage(s) if io(s))
+            }
+            StoreError::Commit(e) => matches!(e.as_ref(), CommitError::Storage(s) if io(s)),
+            StoreError::Table(e) => matches!(e.as_ref(), TableError::Storage(s) if io(s)),
+            StoreError::Closed => true,
+            _ => false,
+        }
+    }
 }
 
 /// What the store held at open.

@@ -168,6 +168,11 @@ impl Session {
                 self.send_window(now)
             }
             Phase::Data => {
+                if now >= self.give_up_at {
+                    // A client that keeps ACKing does not outlive the whole-transfer limit.
+                    self.phase = Phase::Finished;
+                    return vec![Step::Failed(Failure::TransferTimeout)];
+                }
                 let Some(block) = self.resolve(wire) else {
                     return Vec::new();
                 };
@@ -415,5 +420,23 @@ mod tests {
             s.on_ack(block, t);
         }
         assert!(s.deadline() <= t0 + Duration::from_secs(5));
+    }
+
+    /// Found by the tftp fuzz target: an ACK that arrives after the limit (the
+    /// timer has not fired yet) must end the transfer, not send more.
+    #[test]
+    fn an_ack_after_the_transfer_limit_ends_it() {
+        let t0 = Instant::now();
+        let limits = Limits {
+            transfer_timeout: Duration::from_secs(5),
+            ..Limits::default()
+        };
+        let (mut s, _) = Session::start(Requested::default(), 512 * 1000, limits, t0);
+        assert_eq!(s.on_ack(1, t0 + Duration::from_secs(1)), data(2..=2));
+        assert_eq!(
+            s.on_ack(2, t0 + Duration::from_secs(5)),
+            vec![Step::Failed(Failure::TransferTimeout)]
+        );
+        assert!(s.is_finished());
     }
 }

@@ -1,0 +1,3 @@
+#![no_main]
+// The invariants are documented and asserted in provisioner::fuzz::tftp.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| provisioner::fuzz::tftp(data));
