@@ -68,9 +68,16 @@ async fn serve_files(files: Vec<(String, Vec<u8>)>) -> SocketAddr {
         while let Ok((mut tcp, _)) = listener.accept().await {
             let files = files.clone();
             tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let n = tcp.read(&mut buf).await.unwrap_or(0);
-                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                // The whole request head, however many segments it came in.
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
+                    match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).into_owned();
                 let path = head.split(' ').nth(1).unwrap_or("").to_owned();
                 let body = files
                     .iter()

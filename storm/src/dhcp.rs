@@ -19,7 +19,6 @@ use tokio::sync::mpsc;
 
 /// Which firmware a simulated machine pretends to be (options 60, 77, 93, 94, 97).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // PXE and iPXE are the boot storm's (next change)
 pub enum Kind {
     /// A plain client (an OS, the node agent's DHCP): no PXE options.
     Plain,
@@ -31,7 +30,6 @@ pub enum Kind {
 
 /// What a completed exchange gave the machine.
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // the boot storm (next change) reads the boot fields
 pub struct Lease {
     pub addr: Ipv4Addr,
     pub server: Ipv4Addr,
@@ -54,8 +52,8 @@ pub struct Clients {
     sock: UdpSocket,
     waiters: Waiters,
     next_xid: AtomicU32,
-    retries: u32,
-    wait: Duration,
+    /// How long to wait for an answer after each (re)transmission.
+    waits: Vec<Duration>,
 }
 
 impl std::fmt::Debug for Clients {
@@ -70,14 +68,9 @@ fn lock(w: &Waiters) -> std::sync::MutexGuard<'_, HashMap<u32, mpsc::UnboundedSe
 
 impl Clients {
     /// Port 68 on `iface`, broadcast allowed, a large receive buffer (replies to
-    /// thousands of machines arrive in bursts). Each request is sent up to
-    /// `1 + retries` times, `wait` apart, like firmware does.
-    pub fn bind(
-        iface: &str,
-        xid_seed: u32,
-        retries: u32,
-        wait: Duration,
-    ) -> anyhow::Result<Arc<Clients>> {
+    /// thousands of machines arrive in bursts). Each request is sent once per
+    /// entry of `waits`, waiting that long for an answer, like firmware does.
+    pub fn bind(iface: &str, xid_seed: u32, waits: &[Duration]) -> anyhow::Result<Arc<Clients>> {
         use socket2::{Domain, Protocol, Socket, Type};
         let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
         s.set_reuse_address(true)?;
@@ -91,8 +84,7 @@ impl Clients {
             sock: UdpSocket::from_std(s.into())?,
             waiters: Mutex::new(HashMap::new()),
             next_xid: AtomicU32::new(xid_seed),
-            retries,
-            wait,
+            waits: waits.to_vec(),
         });
         tokio::spawn(receive(clients.clone()));
         Ok(clients)
@@ -112,13 +104,13 @@ impl Clients {
             if msg.encode(&mut Encoder::new(&mut bytes)).is_err() {
                 break 'outer None;
             }
-            for _ in 0..=self.retries {
+            for wait in &self.waits {
                 let to = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
                 if self.sock.send_to(&bytes, to).await.is_err() {
-                    tokio::time::sleep(self.wait).await;
+                    tokio::time::sleep(*wait).await;
                     continue;
                 }
-                let deadline = tokio::time::Instant::now() + self.wait;
+                let deadline = tokio::time::Instant::now() + *wait;
                 while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, rx.recv()).await {
                     if accept(&reply) {
                         break 'outer Some(reply);
@@ -175,14 +167,13 @@ impl Clients {
         if reply.opts().msg_type() == Some(MessageType::Nak) {
             return Err(Failure::Nak);
         }
-        let file = match reply.opts().get(OptionCode::BootfileName) {
-            Some(DhcpOption::BootfileName(f)) => Some(String::from_utf8_lossy(f).into_owned()),
-            _ => {
-                let f = reply.fname().unwrap_or(&[]);
-                let f = f.split(|&b| b == 0).next().unwrap_or(&[]);
-                (!f.is_empty()).then(|| String::from_utf8_lossy(f).into_owned())
-            }
+        // Firmware reads the name as a C string: dnsmasq NUL-terminates option 67.
+        let raw = match reply.opts().get(OptionCode::BootfileName) {
+            Some(DhcpOption::BootfileName(f)) => f.as_slice(),
+            _ => reply.fname().unwrap_or(&[]),
         };
+        let name = raw.split(|&b| b == 0).next().unwrap_or(&[]);
+        let file = (!name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned());
         Ok(Lease {
             addr: reply.yiaddr(),
             server: server_id(&reply).unwrap_or(Ipv4Addr::UNSPECIFIED),

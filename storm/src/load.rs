@@ -73,8 +73,7 @@ pub async fn dhcp_load(
     let clients = Clients::bind(
         iface,
         u32::from(mac_prefix[1]) << 24,
-        2,
-        Duration::from_millis(500),
+        &[Duration::from_millis(500); 3],
     )?;
     let state = Arc::new(Mutex::new(DhcpState::default()));
     let gate = Arc::new(tokio::sync::Semaphore::new(concurrency));

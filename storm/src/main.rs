@@ -4,12 +4,14 @@
 //!   storm dhcp-load    DHCP clients with fresh MACs; every ACK logged
 //!   storm enroll-load  agents enrolling with an auto-approve token; every certificate logged
 //!   storm verify-certs every logged certificate must still work (mTLS health report)
+//!   storm boot         N machines network-boot at once: DHCP, TFTP, DHCP as iPXE, HTTP script, kernel
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod boot;
 mod dhcp;
 mod load;
 
@@ -61,6 +63,27 @@ enum Command {
         pause_ms: u64,
         #[arg(long)]
         log: PathBuf,
+    },
+    /// A boot storm: N simulated machines network-boot at once; prints a JSON summary.
+    Boot {
+        #[arg(long)]
+        iface: String,
+        #[arg(long, default_value_t = 100)]
+        n: usize,
+        #[arg(long, value_parser = ["bios", "uefi"], default_value = "bios")]
+        firmware: String,
+        /// Bind every machine's sockets to its leased address (the namespace must
+        /// route the pool locally: ip route add local POOL dev lo).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        bind_leased: bool,
+        /// A machine that has not its kernel after this long has failed.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+        /// Spread the power-on over this long (0: all at once).
+        #[arg(long, default_value_t = 0)]
+        spread_ms: u64,
+        #[arg(long, default_value = "02:b0")]
+        mac_prefix: String,
     },
     /// Checks every certificate in an enroll-load log against the hub.
     VerifyCerts {
@@ -151,6 +174,29 @@ async fn main() -> anyhow::Result<()> {
             let log = load::EventLog::create(&log)?;
             let pause = std::time::Duration::from_millis(pause_ms);
             load::enroll_load(grpc, http, token, seconds, concurrency, pause, log).await?
+        }
+        Command::Boot {
+            iface,
+            n,
+            firmware,
+            bind_leased,
+            timeout_secs,
+            spread_ms,
+            mac_prefix,
+        } => {
+            let opts = boot::Options {
+                n,
+                firmware: if firmware == "uefi" {
+                    boot::Firmware::Uefi
+                } else {
+                    boot::Firmware::Bios
+                },
+                bind_leased,
+                timeout: std::time::Duration::from_secs(timeout_secs),
+                spread: std::time::Duration::from_millis(spread_ms),
+                mac_prefix: parse_prefix(&mac_prefix)?,
+            };
+            boot::storm(&iface, opts).await?
         }
         Command::VerifyCerts { grpc, http, log } => {
             let out = load::verify_certs(grpc, http, &log).await?;

@@ -159,11 +159,10 @@ pub fn http_get(url: &str, timeout: Duration) -> Result<(u64, impl Read), Instal
     tcp.set_read_timeout(Some(timeout))
         .and_then(|()| tcp.set_write_timeout(Some(timeout)))
         .map_err(|e| err(e.to_string()))?;
-    write!(
-        tcp,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| err(e.to_string()))?;
+    // One write: `write!` on the bare stream would send the request in pieces.
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes())
+        .map_err(|e| err(e.to_string()))?;
     let mut r = BufReader::with_capacity(CHUNK, tcp);
     let mut status = String::new();
     let mut length = None;
