@@ -44,8 +44,10 @@ const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 /// RENEW → RELEASE → DECLINE and back.
 const MAX_DATAGRAMS: usize = 8;
 
-fn dhcp_config(mode: DhcpMode, key: LeaseKey) -> Config {
-    // A small pool (three addresses) so exhaustion and reuse are reachable.
+/// The DHCP config the target (and the decision tests) run against: two
+/// subnets, a small pool (three addresses) so exhaustion and reuse are
+/// reachable, and a reservation.
+pub(crate) fn dhcp_config(mode: DhcpMode, key: LeaseKey) -> Config {
     let text = r#"
 state_dir = "/nonexistent"
 [dhcp]

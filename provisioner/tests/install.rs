@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use proto::v1::{Action, AssignmentRequest, InstallPhase, InstallReport, MachineConfigRequest};
+use proto::v1::{Action, InstallPhase, InstallReport, MachineConfigRequest};
 use provisioner::audit::Audit;
 use provisioner::cluster::ClusterService;
 use provisioner::config::Config;
@@ -74,11 +74,7 @@ async fn approved_node_installs_and_its_config_goes_only_to_it() {
     let mut ca = hub.client(Some(&a)).await.unwrap();
 
     // The assignment: install, with the plan the profile and inventory give.
-    let asg = ca
-        .get_assignment(AssignmentRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let asg = assignment(&mut ca).await;
     assert_eq!(asg.action, Action::Install as i32, "{asg:?}");
     assert_eq!(asg.state, "installing");
     assert_eq!(
@@ -94,11 +90,7 @@ async fn approved_node_installs_and_its_config_goes_only_to_it() {
     assert_eq!(plan.state_size_bytes, 100 << 20);
     assert_eq!(plan.install_token.len(), 64);
     // Polling again hands out the same token (no new attempt per poll).
-    let again = ca
-        .get_assignment(AssignmentRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let again = assignment(&mut ca).await;
     assert_eq!(again.install.unwrap().install_token, plan.install_token);
     assert_eq!(
         hub.authority.node(&a_id).unwrap().install.unwrap().attempts,
@@ -250,11 +242,7 @@ async fn approved_node_installs_and_its_config_goes_only_to_it() {
         node.install.as_ref().unwrap().config_sha256.as_deref(),
         Some(cfg.sha256.as_str())
     );
-    let asg = ca
-        .get_assignment(AssignmentRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let asg = assignment(&mut ca).await;
     assert_eq!(asg.action, Action::BootLocal as i32);
     assert!(asg.install.is_none());
 
@@ -276,11 +264,7 @@ async fn approved_node_installs_and_its_config_goes_only_to_it() {
     );
 
     // B is the second node: a worker, whose config carries no CA keys.
-    let asg = cb
-        .get_assignment(AssignmentRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let asg = assignment(&mut cb).await;
     assert_eq!(asg.role, "worker");
     let cfg = cb
         .get_machine_config(config_req(&asg.install.unwrap().install_token, ""))
@@ -316,11 +300,7 @@ async fn failures_expiry_and_missing_image() {
     };
     let mut tokens = Vec::new();
     for attempt in 1..=3 {
-        let asg = c
-            .get_assignment(AssignmentRequest {})
-            .await
-            .unwrap()
-            .into_inner();
+        let asg = assignment(&mut c).await;
         assert_eq!(asg.action, Action::Install as i32, "attempt {attempt}");
         let t = asg.install.unwrap().install_token;
         assert!(
@@ -331,11 +311,7 @@ async fn failures_expiry_and_missing_image() {
         c.report_install(failed.clone()).await.unwrap();
     }
     // Three failures: the node waits for the operator.
-    let asg = c
-        .get_assignment(AssignmentRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let asg = assignment(&mut c).await;
     assert_eq!(asg.action, Action::Wait as i32);
     assert!(asg.reason.contains("approve it again"), "{asg:?}");
     // An old token after a failure is spent.
@@ -345,11 +321,7 @@ async fn failures_expiry_and_missing_image() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     hub.authority.approve(&id, None).unwrap();
-    let asg = c
-        .get_assignment(AssignmentRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let asg = assignment(&mut c).await;
     assert_eq!(
         asg.action,
         Action::Install as i32,
@@ -370,11 +342,7 @@ async fn failures_expiry_and_missing_image() {
     let token = hub.token(None, false);
     let (_, a) = enrolled(&hub, &token, U1, "SN-G", "52:54:00:00:00:10").await;
     let mut c = hub.client(Some(&a)).await.unwrap();
-    let asg = c
-        .get_assignment(AssignmentRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let asg = assignment(&mut c).await;
     assert_eq!(asg.action, Action::Wait as i32);
     assert!(asg.reason.contains("[talos] image"), "{asg:?}");
     assert_eq!(asg.state, "approved");

@@ -415,12 +415,12 @@ async fn tftp_get(server: Ipv4Addr, local: Ipv4Addr, file: &str) -> anyhow::Resu
 }
 
 /// One HTTP/1.1 keep-alive connection, as iPXE keeps one per server.
-struct Http {
+pub struct Http {
     stream: BufReader<TcpStream>,
 }
 
 impl Http {
-    async fn connect(server: SocketAddr, local: Ipv4Addr) -> anyhow::Result<Http> {
+    pub async fn connect(server: SocketAddr, local: Ipv4Addr) -> anyhow::Result<Http> {
         let sock = TcpSocket::new_v4()?;
         sock.bind(SocketAddr::from((local, 0)))?;
         let stream = sock.connect(server).await?;
@@ -465,7 +465,11 @@ impl Http {
         length.ok_or_else(|| anyhow::anyhow!("GET {path}: no Content-Length"))
     }
 
-    async fn get_text(&mut self, host: SocketAddr, path: &str) -> anyhow::Result<(String, u64)> {
+    pub async fn get_text(
+        &mut self,
+        host: SocketAddr,
+        path: &str,
+    ) -> anyhow::Result<(String, u64)> {
         let len = self.head(host, path).await?;
         anyhow::ensure!(len <= 1 << 20, "a script of {len} bytes");
         let mut body = vec![0u8; len as usize];

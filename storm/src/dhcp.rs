@@ -232,6 +232,7 @@ fn request(xid: u32, mac: [u8; 6], kind: Kind, t: MessageType) -> Message {
     m
 }
 
+/// Runs for the life of the process (the tool exits when its work is done).
 async fn receive(c: Arc<Clients>) {
     let mut buf = vec![0u8; 2048];
     loop {
@@ -248,9 +249,6 @@ async fn receive(c: Arc<Clients>) {
         let tx = lock(&c.waiters).get(&msg.xid()).cloned();
         if let Some(tx) = tx {
             let _ = tx.send(msg);
-        }
-        if Arc::strong_count(&c) == 1 {
-            return;
         }
     }
 }

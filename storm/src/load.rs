@@ -14,6 +14,8 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,7 @@ use proto::v1::{EnrollRequest, EnrollState, HealthBatch, HealthReport};
 use rcgen::{CertificateParams, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use crate::boot::Http;
 use crate::dhcp::{Clients, Failure, Kind};
 
 /// A line-per-event log shared by tasks.
@@ -169,15 +172,10 @@ pub async fn dhcp_load(
 /// The hub's CA (DER) from `GET /ca.pem` on its HTTP port; retried while the
 /// hub is down.
 pub async fn fetch_ca(http: SocketAddr, give_up: Instant) -> anyhow::Result<Vec<u8>> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     loop {
         let attempt = async {
-            let mut s = tokio::net::TcpStream::connect(http).await?;
-            s.write_all(format!("GET /ca.pem HTTP/1.0\r\nHost: {http}\r\n\r\n").as_bytes())
-                .await?;
-            let mut body = Vec::new();
-            s.read_to_end(&mut body).await?;
-            let text = String::from_utf8_lossy(&body).into_owned();
+            let mut conn = Http::connect(http, Ipv4Addr::UNSPECIFIED).await?;
+            let (text, _) = conn.get_text(http, "/ca.pem").await?;
             proto::pem::decode(&text, "CERTIFICATE")
                 .ok_or_else(|| anyhow::anyhow!("no certificate in /ca.pem"))
         };
@@ -207,6 +205,22 @@ fn inventory(i: u64, seed: u32) -> String {
     .to_string()
 }
 
+/// What the enrolling workers share.
+#[derive(Debug)]
+struct Enrolling {
+    grpc: SocketAddr,
+    token: String,
+    ca: Vec<u8>,
+    log: EventLog,
+    seed: u32,
+    end: Instant,
+    pause: Duration,
+    next: AtomicU64,
+    issued: AtomicU64,
+    errors: AtomicU64,
+    ca_changed: AtomicBool,
+}
+
 /// Agents that enroll with an auto-approve `token`, one after another on each
 /// of `concurrency` workers; each keeps its key and retries until the hub
 /// answers with a certificate.
@@ -220,81 +234,80 @@ pub async fn enroll_load(
     log: EventLog,
 ) -> anyhow::Result<serde_json::Value> {
     let end = Instant::now() + Duration::from_secs(seconds);
-    let ca = fetch_ca(http, end).await?;
-    let seed = u32::from_be_bytes(crate::random::<4>());
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let issued = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let ca_changed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let shared = Arc::new(Enrolling {
+        grpc,
+        token,
+        ca: fetch_ca(http, end).await?,
+        log,
+        seed: u32::from_be_bytes(crate::random::<4>()),
+        end,
+        pause,
+        next: AtomicU64::new(0),
+        issued: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        ca_changed: AtomicBool::new(false),
+    });
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let (token, ca, log, next, issued, errors, ca_changed) = (
-            token.clone(),
-            ca.clone(),
-            log.clone(),
-            next.clone(),
-            issued.clone(),
-            errors.clone(),
-            ca_changed.clone(),
-        );
-        workers.spawn(async move {
-            while Instant::now() < end && !crate::stopping() {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Ok(key) = KeyPair::generate() else { return };
-                let Ok(csr) = CertificateParams::default().serialize_request(&key) else {
-                    return;
-                };
-                let req = EnrollRequest {
-                    credential: Some(Credential::JoinToken(token.clone())),
-                    csr_der: csr.der().to_vec(),
-                    inventory_json: inventory(i, seed),
-                    agent_version: "storm".into(),
-                };
-                while Instant::now() < end && !crate::stopping() {
-                    let attempt = async {
-                        let config = proto::client::client_config(&ca, None).ok()?;
-                        let ch = proto::client::connect(grpc, config, Duration::from_secs(3))
-                            .await
-                            .ok()?;
-                        EnrollmentClient::new(ch).enroll(req.clone()).await.ok()
-                    };
-                    match tokio::time::timeout(Duration::from_secs(5), attempt).await {
-                        Ok(Some(r)) => {
-                            let r = r.into_inner();
-                            if r.state == EnrollState::Approved as i32 && !r.cert_der.is_empty() {
-                                if r.ca_der != ca {
-                                    ca_changed.store(true, std::sync::atomic::Ordering::Relaxed);
-                                }
-                                issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                log.line(format!(
-                                    "cert {} {} {}",
-                                    r.node_id,
-                                    hex(&r.cert_der),
-                                    hex(&key.serialize_der())
-                                ));
-                                tokio::time::sleep(pause).await;
-                                break;
-                            }
-                            // Pending would mean the token's auto-approval was lost.
-                            log.line(format!("not-approved {} state={}", r.node_id, r.state));
-                            errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            break;
-                        }
-                        _ => {
-                            errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
-                }
-            }
-        });
+        workers.spawn(enroll_worker(shared.clone()));
     }
     while workers.join_next().await.is_some() {}
     Ok(serde_json::json!({
-        "issued": issued.load(std::sync::atomic::Ordering::Relaxed),
-        "failed_attempts": errors.load(std::sync::atomic::Ordering::Relaxed),
-        "ca_changed": ca_changed.load(std::sync::atomic::Ordering::Relaxed),
+        "issued": shared.issued.load(Relaxed),
+        "failed_attempts": shared.errors.load(Relaxed),
+        "ca_changed": shared.ca_changed.load(Relaxed),
     }))
+}
+
+async fn enroll_worker(s: Arc<Enrolling>) {
+    let going = || Instant::now() < s.end && !crate::stopping();
+    while going() {
+        let i = s.next.fetch_add(1, Relaxed);
+        let Ok(key) = KeyPair::generate() else { return };
+        let Ok(csr) = CertificateParams::default().serialize_request(&key) else {
+            return;
+        };
+        let req = EnrollRequest {
+            credential: Some(Credential::JoinToken(s.token.clone())),
+            csr_der: csr.der().to_vec(),
+            inventory_json: inventory(i, s.seed),
+            agent_version: "storm".into(),
+        };
+        while going() {
+            let attempt = async {
+                let config = proto::client::client_config(&s.ca, None).ok()?;
+                let ch = proto::client::connect(s.grpc, config, Duration::from_secs(3))
+                    .await
+                    .ok()?;
+                EnrollmentClient::new(ch).enroll(req.clone()).await.ok()
+            };
+            let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(5), attempt).await else {
+                s.errors.fetch_add(1, Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let r = r.into_inner();
+            if r.state == EnrollState::Approved as i32 && !r.cert_der.is_empty() {
+                if r.ca_der != s.ca {
+                    s.ca_changed.store(true, Relaxed);
+                }
+                s.issued.fetch_add(1, Relaxed);
+                s.log.line(format!(
+                    "cert {} {} {}",
+                    r.node_id,
+                    hex(&r.cert_der),
+                    hex(&key.serialize_der())
+                ));
+                tokio::time::sleep(s.pause).await;
+            } else {
+                // Pending would mean the token's auto-approval was lost.
+                s.log
+                    .line(format!("not-approved {} state={}", r.node_id, r.state));
+                s.errors.fetch_add(1, Relaxed);
+            }
+            break;
+        }
+    }
 }
 
 /// Every `cert` line of `log`: an mTLS health report with that certificate and

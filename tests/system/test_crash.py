@@ -12,7 +12,6 @@ import os
 import random
 import signal
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -60,10 +59,7 @@ def spawn_hub(lab, hub, n):
 
 
 def storm(lab, ns, tmp, name, *args):
-    out = open(tmp / f"{name}.out", "w")
-    p = subprocess.Popen(["ip", "netns", "exec", ns, STORM, *args], stdout=out, stderr=subprocess.STDOUT)
-    lab.procs.append(p)
-    return p
+    return lab.spawn(ns, [STORM, *args], tmp / f"{name}.out")
 
 
 def finish(p, tmp, name):

@@ -8,40 +8,15 @@ use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 
 use super::decide::*;
 use super::leases::{ClientKey, LeaseState, Secs};
-use crate::boot::{BootTable, Firmware, UefiX64Loader};
+use crate::boot::Firmware;
 use crate::config::{Config, DhcpMode, LeaseKey, MacAddr};
 
 const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const NOW: Secs = 1_000_000;
 
+/// The fuzz target's DHCP config (two subnets, a 3-address pool, a reservation).
 fn config(mode: DhcpMode, key: LeaseKey) -> Config {
-    let mut c = Config::parse(
-        r#"
-state_dir = "/tmp/unused"
-[dhcp]
-mode = "full"
-interfaces = ["eth0"]
-[[dhcp.subnet]]
-network = "10.0.0.0/24"
-pools = [{ start = "10.0.0.100", end = "10.0.0.102" }]
-lease_time = 600
-routers = ["10.0.0.1"]
-dns = ["10.0.0.1"]
-domain = "lab.internal"
-[[dhcp.subnet.reservation]]
-mac = "02:00:00:00:00:aa"
-address = "10.0.0.50"
-hostname = "reserved"
-[[dhcp.subnet]]
-network = "10.9.0.0/24"
-pools = [{ start = "10.9.0.10", end = "10.9.0.20" }]
-"#,
-    )
-    .expect("test config");
-    c.dhcp.mode = mode;
-    c.dhcp.lease_key = key;
-    c.boot = BootTable::new(8080, UefiX64Loader::IpxeEfi);
-    c
+    crate::fuzz::dhcp_config(mode, key)
 }
 
 fn mac(n: u8) -> [u8; 6] {

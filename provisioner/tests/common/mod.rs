@@ -115,6 +115,14 @@ impl Hub {
     }
 }
 
+/// The node's current assignment (GetAssignment over its mTLS client).
+pub async fn assignment(c: &mut EnrollmentClient<Channel>) -> proto::v1::Assignment {
+    c.get_assignment(proto::v1::AssignmentRequest {})
+        .await
+        .expect("assignment")
+        .into_inner()
+}
+
 /// A machine: a key, its inventory, and (once issued) its certificate.
 pub struct Identity {
     pub key: KeyPair,
