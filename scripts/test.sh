@@ -20,7 +20,7 @@ test -r "$TALOS_SCHEMA" || { echo "TALOS_SCHEMA=$TALOS_SCHEMA is not readable" >
 cargo test --workspace --locked
 
 echo "== fuzz targets, bounded (the corpus itself was replayed by cargo test: fuzz_corpus)"
-bash fuzz/run.sh "${FUZZ_SECS:-15}"
+bash fuzz/run.sh "${FUZZ_SECS:-8}"
 
 echo "== network-namespace tests (real clients, real sockets)"
 cargo build --workspace --locked
@@ -34,4 +34,4 @@ echo "== static node agent for the discovery image"
 PROVISIONER_AGENT="$PWD/$(bash scripts/build-agent.sh)"
 export PROVISIONER_AGENT
 cd tests/system
-/usr/bin/python3 -m pytest -q -p no:cacheprovider
+/usr/bin/python3 -m pytest -q -p no:cacheprovider --durations=15

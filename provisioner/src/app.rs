@@ -196,7 +196,7 @@ impl App {
         let store = EmbeddedStore::open(&config.state_dir)?;
         tracing::info!(path = ?store.path(), "store open");
         let timeline = Arc::new(Timeline::default());
-        let dhcp = DhcpServer::build(&config.dhcp, &boot, &store, timeline.clone())?;
+        let mut dhcp = DhcpServer::build(&config.dhcp, &boot, &store, timeline.clone())?;
         // The hub's addresses: in its server certificate, and the first one is
         // the default Kubernetes endpoint (the hub is the first control plane).
         let hub_ips = if config.enroll.listen.ip().is_unspecified() {
@@ -319,6 +319,10 @@ impl App {
                 timeline.clone(),
             )?;
             tracing::info!(listen = %config.tftp.listen, "TFTP listening");
+            dhcp.pace_on(crate::dhcp::server::Pacing {
+                tftp: server.stats.clone(),
+                max_waiting: config.tftp.admission.max_transfers as u64,
+            });
             Some(server)
         } else {
             None
@@ -337,6 +341,7 @@ impl App {
                 timeline.clone(),
                 enroll_info,
                 installs,
+                config.http.max_streams,
             )?;
             tracing::info!(listen = %config.http.listen, "HTTP listening");
             Some(server)

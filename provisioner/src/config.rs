@@ -331,6 +331,9 @@ pub struct RawHttp {
     /// Its port is also the one in the boot URLs DHCP hands out.
     #[serde(default = "default_http_listen")]
     pub listen: SocketAddr,
+    /// Boot files sent at once; further GETs wait their turn (never refused).
+    #[serde(default = "default_max_streams")]
+    pub max_streams: usize,
 }
 
 impl Default for RawHttp {
@@ -338,8 +341,13 @@ impl Default for RawHttp {
         RawHttp {
             enabled: true,
             listen: default_http_listen(),
+            max_streams: default_max_streams(),
         }
     }
+}
+
+fn default_max_streams() -> usize {
+    256
 }
 
 fn default_http_listen() -> SocketAddr {
@@ -350,6 +358,7 @@ fn default_http_listen() -> SocketAddr {
 pub struct HttpConfig {
     pub enabled: bool,
     pub listen: SocketAddr,
+    pub max_streams: usize,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -391,6 +400,10 @@ pub struct RawDhcp {
     pub decline_quarantine_secs: u32,
     #[serde(default = "default_reclaim_interval")]
     pub reclaim_interval_secs: u32,
+    /// Boot-storm pacing (full mode): PXE DISCOVERs go unanswered while the TFTP
+    /// queue is deeper than `tftp.max_transfers`; the firmware retries at 4, 8, 16, 32 s.
+    #[serde(default = "yes")]
+    pub pace: bool,
     #[serde(default)]
     pub auto: RawAuto,
     #[serde(default, rename = "subnet")]
@@ -406,6 +419,7 @@ impl Default for RawDhcp {
             offer_hold_secs: default_offer_hold(),
             decline_quarantine_secs: default_decline_quarantine(),
             reclaim_interval_secs: default_reclaim_interval(),
+            pace: true,
             auto: RawAuto::default(),
             subnets: Vec::new(),
         }
@@ -515,6 +529,12 @@ pub struct RawTftp {
     pub max_per_client: usize,
     #[serde(default = "default_requests_per_sec")]
     pub requests_per_sec: u32,
+    /// Requests waiting for a transfer slot when all `max_transfers` are taken.
+    #[serde(default = "default_max_queue")]
+    pub max_queue: usize,
+    /// A waiting request whose client sent no RRQ retransmission for this long is dropped.
+    #[serde(default = "default_max_wait")]
+    pub max_wait_secs: u64,
     #[serde(default = "default_max_blksize")]
     pub max_blksize: u16,
     #[serde(default = "default_max_window")]
@@ -536,6 +556,8 @@ impl Default for RawTftp {
             max_transfers: default_max_transfers(),
             max_per_client: default_max_per_client(),
             requests_per_sec: default_requests_per_sec(),
+            max_queue: default_max_queue(),
+            max_wait_secs: default_max_wait(),
             max_blksize: default_max_blksize(),
             max_window: default_max_window(),
             timeout_ms: default_tftp_timeout_ms(),
@@ -553,6 +575,12 @@ fn default_tftp_listen() -> SocketAddrV4 {
 }
 fn default_max_transfers() -> usize {
     1024
+}
+fn default_max_queue() -> usize {
+    crate::tftp::gate::Admission::default().max_queue
+}
+fn default_max_wait() -> u64 {
+    crate::tftp::gate::Admission::default().max_wait.as_secs()
 }
 fn default_max_per_client() -> usize {
     16
@@ -719,6 +747,7 @@ pub struct DhcpConfig {
     pub offer_hold_secs: u32,
     pub decline_quarantine_secs: u32,
     pub reclaim_interval_secs: u32,
+    pub pace: bool,
     pub fallback_after: u32,
     pub fallback_window_secs: u32,
     pub subnets: Vec<Subnet>,
@@ -837,9 +866,13 @@ impl TryFrom<RawConfig> for Config {
             return Err(invalid("http.listen needs a port"));
         }
         let boot = BootTable::new(raw.http.listen.port(), raw.boot.uefi_x64);
+        if raw.http.max_streams == 0 {
+            return Err(invalid("http.max_streams must be > 0"));
+        }
         let http = HttpConfig {
             enabled: raw.http.enabled,
             listen: raw.http.listen,
+            max_streams: raw.http.max_streams,
         };
         let tftp = validate_tftp(raw.tftp)?;
         let enroll = validate_enroll(raw.enroll)?;
@@ -873,6 +906,11 @@ fn validate_tftp(t: RawTftp) -> Result<TftpConfig, ConfigError> {
             "tftp.max_transfers, max_per_client and requests_per_sec must be > 0",
         ));
     }
+    if t.max_wait_secs == 0 && t.max_queue > 0 {
+        return Err(invalid(
+            "tftp.max_wait_secs must be > 0 (or max_queue = 0: no queue)",
+        ));
+    }
     if !(MIN_BLKSIZE..=MAX_BLKSIZE).contains(&t.max_blksize) {
         return Err(invalid(
             "tftp.max_blksize must be within 8..=65464 (RFC 2348)",
@@ -894,6 +932,8 @@ fn validate_tftp(t: RawTftp) -> Result<TftpConfig, ConfigError> {
             max_transfers: t.max_transfers,
             max_per_client: t.max_per_client,
             requests_per_sec: t.requests_per_sec,
+            max_queue: t.max_queue,
+            max_wait: std::time::Duration::from_secs(t.max_wait_secs),
         },
         limits: crate::tftp::session::Limits {
             max_blksize: t.max_blksize,
@@ -972,6 +1012,7 @@ fn validate_dhcp(raw: RawDhcp) -> Result<DhcpConfig, ConfigError> {
         offer_hold_secs: raw.offer_hold_secs,
         decline_quarantine_secs: raw.decline_quarantine_secs,
         reclaim_interval_secs: raw.reclaim_interval_secs,
+        pace: raw.pace,
         fallback_after: raw.auto.fallback_after,
         fallback_window_secs: raw.auto.window_secs,
         subnets,

@@ -20,6 +20,13 @@ pub struct HttpStats {
     /// Sum of request handling times (to first byte), microseconds.
     pub duration_us: AtomicU64,
     pub requests: AtomicU64,
+    /// Boot-file bodies being sent now, and GETs waiting for one of the
+    /// `max_streams` slots (gauges).
+    pub streams: AtomicU64,
+    pub waiting: AtomicU64,
+    /// GETs that had to wait, and the time they waited, microseconds.
+    pub waited: AtomicU64,
+    pub wait_us: AtomicU64,
 }
 
 /// Every service's counters, for one scrape.
@@ -35,6 +42,13 @@ fn counter(out: &mut String, name: &str, help: &str, value: u64) {
     let _ = writeln!(
         out,
         "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
     );
 }
 
@@ -111,6 +125,7 @@ impl Registry {
                     ("malformed", get(&d.malformed)),
                     ("foreign_interface", get(&d.foreign_interface)),
                     ("queue_full", get(&d.queue_full)),
+                    ("paced", get(&d.paced)),
                 ],
             );
             counter(
@@ -179,6 +194,37 @@ impl Registry {
                 get(&t.duration_us) as f64 / 1e6,
                 get(&t.transfers_done) + get(&t.transfers_failed)
             );
+            gauge(
+                &mut out,
+                "provisioner_tftp_transfers_running",
+                "TFTP transfers running now.",
+                get(&t.running),
+            );
+            gauge(
+                &mut out,
+                "provisioner_tftp_queue_depth",
+                "TFTP requests waiting for a transfer slot now.",
+                get(&t.waiting),
+            );
+            labelled(
+                &mut out,
+                "provisioner_tftp_queue_total",
+                "TFTP requests that waited for a slot, and those dropped after max_wait.",
+                "outcome",
+                &[("queued", get(&t.queued)), ("expired", get(&t.expired))],
+            );
+            counter(
+                &mut out,
+                "provisioner_tftp_duplicate_requests_total",
+                "Retransmitted read requests of a transfer already running or waiting.",
+                get(&t.duplicates),
+            );
+            let _ = writeln!(
+                out,
+                "# HELP provisioner_tftp_queue_wait_seconds Time queued requests waited for a slot.\n# TYPE provisioner_tftp_queue_wait_seconds summary\nprovisioner_tftp_queue_wait_seconds_sum {:.6}\nprovisioner_tftp_queue_wait_seconds_count {}",
+                get(&t.wait_us) as f64 / 1e6,
+                get(&t.waited)
+            );
         }
         let h = &self.http;
         labelled(
@@ -199,6 +245,24 @@ impl Registry {
             "provisioner_http_bytes_sent_total",
             "HTTP body bytes sent for assets.",
             get(&h.bytes_sent),
+        );
+        gauge(
+            &mut out,
+            "provisioner_http_streams_active",
+            "Boot-file bodies being sent now (at most http.max_streams).",
+            get(&h.streams),
+        );
+        gauge(
+            &mut out,
+            "provisioner_http_streams_waiting",
+            "Boot-file GETs waiting for a stream slot now.",
+            get(&h.waiting),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP provisioner_http_stream_wait_seconds Time boot-file GETs waited for a stream slot.\n# TYPE provisioner_http_stream_wait_seconds summary\nprovisioner_http_stream_wait_seconds_sum {:.6}\nprovisioner_http_stream_wait_seconds_count {}",
+            get(&h.wait_us) as f64 / 1e6,
+            get(&h.waited)
         );
         let _ = writeln!(
             out,

@@ -8,6 +8,37 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn, sockopt};
 
+/// Raises the receive and send buffers to `size` for a burst of a thousand
+/// machines. SO_*BUFFORCE (we run privileged) is not capped by net.core.rmem_max
+/// (208 KiB on stock hosts); unprivileged, the capped size is the best we get.
+pub fn storm_buffers(sock: &socket2::Socket, size: usize) {
+    force_buffer(sock, libc::SO_RCVBUFFORCE, size)
+        .or_else(|_| sock.set_recv_buffer_size(size))
+        .ok();
+    force_buffer(sock, libc::SO_SNDBUFFORCE, size)
+        .or_else(|_| sock.set_send_buffer_size(size))
+        .ok();
+}
+
+fn force_buffer(sock: &socket2::Socket, option: libc::c_int, size: usize) -> io::Result<()> {
+    let value = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads exactly size_of::<c_int>() bytes from a live c_int; fd is valid.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// What packet info told us about a received datagram.
 #[derive(Debug, Clone, Copy)]
 pub struct RecvInfo {

@@ -167,6 +167,24 @@ const PXE_DHCP_WAITS: [Duration; 4] = [
     Duration::from_secs(32),
 ];
 
+/// DHCP as firmware does it: a NAK starts over with a DISCOVER (RFC 2131 §3.1,
+/// step 5), up to eight times. dnsmasq NAKs a REQUEST for an address it offered
+/// twice in a storm; the machine's next DISCOVER gets another.
+async fn dora(
+    clients: &Clients,
+    mac: [u8; 6],
+    kind: Kind,
+    stage: Stage,
+) -> Result<crate::dhcp::Lease, Failure> {
+    let mut naks = 0;
+    loop {
+        match clients.dora(mac, kind).await {
+            Err(crate::dhcp::Failure::Nak) if naks < 8 => naks += 1,
+            r => return r.map_err(|e| (stage, format!("{e:?}"))),
+        }
+    }
+}
+
 async fn machine(
     clients: &Clients,
     opts: &Options,
@@ -185,10 +203,7 @@ async fn machine(
         Firmware::Bios => 0,
         Firmware::Uefi => 7,
     };
-    let lease = clients
-        .dora(mac, Kind::Pxe { arch })
-        .await
-        .map_err(|e| (Stage::PxeDhcp, format!("{e:?}")))?;
+    let lease = dora(clients, mac, Kind::Pxe { arch }, Stage::PxeDhcp).await?;
     let local = if opts.bind_leased {
         lease.addr
     } else {
@@ -207,10 +222,7 @@ async fn machine(
         .await
         .map_err(fail(Stage::Tftp))?;
     // iPXE starts over with DHCP and gets the script URL this time.
-    let ipxe = clients
-        .dora(mac, Kind::Ipxe { arch })
-        .await
-        .map_err(|e| (Stage::IpxeDhcp, format!("{e:?}")))?;
+    let ipxe = dora(clients, mac, Kind::Ipxe { arch }, Stage::IpxeDhcp).await?;
     let url = ipxe
         .file
         .ok_or((Stage::IpxeDhcp, "no script URL".to_string()))?;

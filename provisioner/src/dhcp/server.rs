@@ -4,6 +4,14 @@
 //! send at once, or hand the reply with its changes to the committer, which
 //! writes a whole batch in one durable transaction and only then sends the
 //! replies. Batching is what makes "ACK only after fsync" fast under load.
+//!
+//! Boot-storm pacing (full mode, `dhcp.pace`): while the TFTP queue holds more
+//! requests than there are transfer slots, a DISCOVER from PXE firmware goes
+//! unanswered before any decision is made (no state changes). The firmware
+//! retransmits at 4, 8, 16 and 32 s, so a machine that would only have waited in
+//! the TFTP queue, and run out of RRQ retries there, waits at the DHCP stage
+//! instead, where its budget is a minute. iPXE, HTTP-boot and plain clients, and
+//! every REQUEST, are never paced.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +19,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dhcproto::v4::Message;
+use dhcproto::v4::{Message, MessageType};
 use dhcproto::{Decodable, Decoder};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::boot::BootTable;
 use crate::config::{DhcpConfig, DhcpMode, MacAddr};
 use crate::store::{Store, StoreError};
+use crate::tftp::server::TftpStats;
 use crate::timeline::{Source, Timeline, now_ms};
 
 use super::decide::{self, Arrival, Change, Outcome, Policy, Reply, ServicePort, State};
@@ -51,6 +60,30 @@ pub struct DhcpStats {
     pub commits: AtomicU64,
     pub commit_failures: AtomicU64,
     pub queue_full: AtomicU64,
+    /// PXE DISCOVERs left unanswered by boot-storm pacing.
+    pub paced: AtomicU64,
+}
+
+/// What pacing watches: the TFTP queue, against a depth.
+#[derive(Debug, Clone)]
+pub struct Pacing {
+    pub tftp: Arc<TftpStats>,
+    pub max_waiting: u64,
+}
+
+impl Pacing {
+    fn saturated(&self) -> bool {
+        self.tftp.waiting.load(Ordering::Relaxed) > self.max_waiting
+    }
+}
+
+/// Whether this firmware's next step is a TFTP download.
+fn boots_over_tftp(msg: &Message) -> bool {
+    use crate::boot::Firmware;
+    matches!(
+        super::classify::classify(msg).firmware(),
+        Some(Firmware::BiosX86 | Firmware::UefiX64 | Firmware::UefiArm64)
+    )
 }
 
 /// A hardware address as `aa:bb:..` for the `mac` log field, formatted only when logged.
@@ -81,6 +114,7 @@ pub struct DhcpServer {
     dhcp: Arc<DhcpConfig>,
     boot: Arc<BootTable>,
     timeline: Arc<Timeline>,
+    pacing: Option<Pacing>,
     pub stats: Arc<DhcpStats>,
 }
 
@@ -92,6 +126,7 @@ struct Ctx {
     stats: Arc<DhcpStats>,
     timeline: Arc<Timeline>,
     commits: SyncSender<Pending>,
+    pacing: Option<Pacing>,
 }
 
 fn now_secs() -> Secs {
@@ -158,8 +193,16 @@ impl DhcpServer {
             dhcp: Arc::new(dhcp.clone()),
             boot: Arc::new(boot.clone()),
             timeline,
+            pacing: None,
             stats: Arc::default(),
         })
+    }
+
+    /// Paces PXE DISCOVERs on this TFTP server's queue (full mode with `dhcp.pace`).
+    pub fn pace_on(&mut self, pacing: Pacing) {
+        if self.dhcp.pace && self.dhcp.mode == DhcpMode::Full {
+            self.pacing = Some(pacing);
+        }
     }
 
     /// Serves until `cancel`; the store moves into the committer thread.
@@ -188,6 +231,7 @@ impl DhcpServer {
             stats: self.stats.clone(),
             timeline: self.timeline.clone(),
             commits: tx.clone(),
+            pacing: self.pacing.clone(),
         });
         for sock in &self.sockets {
             tracing::info!(iface = %sock.iface.name, port = ?sock.port, mode = ?self.dhcp.mode, "DHCP listening");
@@ -263,6 +307,15 @@ fn handle(sock: &Arc<DhcpSocket>, datagram: &[u8], info: super::socket::RecvInfo
             return;
         }
     };
+    if let Some(p) = &ctx.pacing
+        && msg.opts().msg_type() == Some(MessageType::Discover)
+        && p.saturated()
+        && boots_over_tftp(&msg)
+    {
+        stats.paced.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(mac = %HwAddr(msg.chaddr()), %peer, "PXE DISCOVER paced: the TFTP queue is full");
+        return;
+    }
     // Serve from our address on this interface; fall back to the first configured one.
     let local = if info.local.is_unspecified() {
         sock.iface.addrs[0].addr()

@@ -91,25 +91,6 @@ pub struct DhcpSocket {
 /// Socket buffer size asked for in each direction.
 const SOCKET_BUFFER: usize = 4 << 20;
 
-fn force_buffer(sock: &Socket, option: libc::c_int, size: usize) -> io::Result<()> {
-    let value = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
-    // SAFETY: setsockopt reads exactly size_of::<c_int>() bytes from a live c_int; fd is valid.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// ARP flag "completed entry" (linux/if_arp.h); not exported by libc.
 const ATF_COM: libc::c_int = 0x02;
 
@@ -133,12 +114,7 @@ impl DhcpSocket {
         crate::udp::enable_packet_info(&sock).map_err(err)?;
         // Boot storms arrive in bursts; a larger buffer absorbs them. SO_RCVBUFFORCE
         // (we run privileged) is not capped by net.core.rmem_max (208 KiB on stock hosts).
-        force_buffer(&sock, libc::SO_RCVBUFFORCE, SOCKET_BUFFER)
-            .or_else(|_| sock.set_recv_buffer_size(SOCKET_BUFFER))
-            .ok();
-        force_buffer(&sock, libc::SO_SNDBUFFORCE, SOCKET_BUFFER)
-            .or_else(|_| sock.set_send_buffer_size(SOCKET_BUFFER))
-            .ok();
+        crate::udp::storm_buffers(&sock, SOCKET_BUFFER);
         sock.set_nonblocking(true).map_err(err)?;
         sock.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, number).into())
             .map_err(err)?;

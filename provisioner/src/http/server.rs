@@ -1,5 +1,11 @@
 //! The HTTP shell (axum): iPXE scripts, boot assets with Content-Length, Range and
 //! HEAD, `/healthz` and `/metrics`. Decisions live in `render` and `range`.
+//!
+//! Backpressure: at most `max_streams` boot-file bodies are sent at once. A GET past
+//! that waits, first come first served, before its response starts; it is never
+//! refused (iPXE does not retry a failed `kernel`/`initrd`). In a storm this keeps
+//! the first machines' downloads fast instead of slowing every download to
+//! 1/N of the link, and the wait shows in `/metrics`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,11 +15,13 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::range::{Span, span};
@@ -49,6 +57,8 @@ struct Shared {
     enroll: Option<(Arc<crate::enroll::Authority>, u16)>,
     /// Installs: an installed machine's script hands off to its disk.
     installs: Option<Arc<crate::install::Installs>>,
+    /// One permit per boot-file body being sent.
+    streams: Arc<Semaphore>,
 }
 
 #[derive(Debug)]
@@ -66,10 +76,10 @@ impl HttpServer {
         timeline: Arc<Timeline>,
         enroll: Option<(Arc<crate::enroll::Authority>, u16)>,
         installs: Option<Arc<crate::install::Installs>>,
+        max_streams: usize,
     ) -> Result<HttpServer, HttpError> {
         let err = |source| HttpError::Bind { addr, source };
-        let std = std::net::TcpListener::bind(addr).map_err(err)?;
-        std.set_nonblocking(true).map_err(err)?;
+        let std = listen(addr).map_err(err)?;
         let listener = tokio::net::TcpListener::from_std(std).map_err(err)?;
         let local = listener.local_addr().map_err(err)?;
         Ok(HttpServer {
@@ -82,6 +92,7 @@ impl HttpServer {
                 timeline,
                 enroll,
                 installs,
+                streams: Arc::new(Semaphore::new(max_streams.max(1))),
             },
         })
     }
@@ -114,6 +125,68 @@ impl HttpServer {
         .await
         .map_err(HttpError::Serve)
     }
+}
+
+/// A listening socket with a backlog for a storm: a thousand machines connect
+/// within a second, and std's 128 would drop SYNs (each drop costs the client a
+/// 1 s retransmission). The kernel caps it at `net.core.somaxconn`.
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(4096)?;
+    sock.set_nonblocking(true)?;
+    Ok(sock.into())
+}
+
+/// Waits for a stream permit, counting the wait in the metrics.
+async fn stream_permit(s: &Shared) -> Option<OwnedSemaphorePermit> {
+    let stats = &s.metrics.http;
+    if let Ok(p) = s.streams.clone().try_acquire_owned() {
+        stats.streams.fetch_add(1, Ordering::Relaxed);
+        return Some(p);
+    }
+    let t = Instant::now();
+    stats.waiting.fetch_add(1, Ordering::Relaxed);
+    // Dropped mid-wait (the client went away): the gauge still comes back down.
+    struct Leave<'a>(&'a HttpStats);
+    impl Drop for Leave<'_> {
+        fn drop(&mut self) {
+            self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let leave = Leave(stats);
+    let permit = s.streams.clone().acquire_owned().await.ok();
+    drop(leave);
+    stats.waited.fetch_add(1, Ordering::Relaxed);
+    stats
+        .wait_us
+        .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+    if permit.is_some() {
+        stats.streams.fetch_add(1, Ordering::Relaxed);
+    }
+    permit
+}
+
+/// A body that holds its stream permit until it is sent or dropped.
+fn held_body<S>(chunks: S, permit: Option<OwnedSemaphorePermit>, stats: Arc<HttpStats>) -> Body
+where
+    S: tokio_stream::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+{
+    struct Release(Option<OwnedSemaphorePermit>, Arc<HttpStats>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            if self.0.take().is_some() {
+                self.1.streams.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let release = Release(permit, stats);
+    Body::from_stream(chunks.map(move |c| {
+        let _ = &release;
+        c
+    }))
 }
 
 fn done(stats: &HttpStats, started: Instant) {
@@ -253,15 +326,17 @@ async fn machine_script(
 async fn talos_image(
     state: State<Shared>,
     peer: ConnectInfo<SocketAddr>,
+    method: Method,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    asset(state, peer, Path(format!("talos/{name}")), headers).await
+    asset(state, peer, method, Path(format!("talos/{name}")), headers).await
 }
 
 async fn asset(
     State(s): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
@@ -286,9 +361,24 @@ async fn asset(
                 .into_response();
         }
     };
+    // HEAD sends no body: no permit, no wait.
+    let permit = if method == Method::HEAD || len == 0 {
+        None
+    } else {
+        stream_permit(&s).await
+    };
+    const CHUNK: u64 = 256 * 1024;
     let body = match &asset.data {
-        // Verified bytes in memory: a slice, no copy, no file I/O.
-        Some(data) => Body::from(data.slice(start as usize..(start + len) as usize)),
+        // Verified bytes in memory: slices, no copy, no file I/O.
+        Some(data) => {
+            let data = data.slice(start as usize..(start + len) as usize);
+            let chunks = (0..len.div_ceil(CHUNK)).map(move |i| {
+                let from = (i * CHUNK) as usize;
+                let to = ((i + 1) * CHUNK).min(len) as usize;
+                Ok(data.slice(from..to))
+            });
+            held_body(tokio_stream::iter(chunks), permit, stats.clone())
+        }
         None => {
             let mut file = match tokio::fs::File::open(&asset.path).await {
                 Ok(f) => f,
@@ -305,10 +395,11 @@ async fn asset(
                 done(stats, t);
                 return text(StatusCode::INTERNAL_SERVER_ERROR, "seek failed\n".into());
             }
-            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-                file.take(len),
-                256 * 1024,
-            ))
+            held_body(
+                tokio_util::io::ReaderStream::with_capacity(file.take(len), CHUNK as usize),
+                permit,
+                stats.clone(),
+            )
         }
     };
     let mut resp = Response::new(body);

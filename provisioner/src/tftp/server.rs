@@ -1,20 +1,21 @@
-//! The TFTP shell: the request socket (port 69), admission (global and per-client
-//! transfer limits, a per-source request rate), and one task per transfer on its
-//! own socket (its TID), connected to the client so the kernel drops datagrams
-//! from anyone else (RFC 1350 §4 TID checks).
+//! The TFTP shell: the request socket (port 69), admission (a per-source request
+//! rate, then the `gate`: transfer slots, a bounded wait queue, duplicate RRQs), and
+//! one task per transfer on its own socket (its TID), connected to the client so the
+//! kernel drops datagrams from anyone else (RFC 1350 §4 TID checks).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use super::gate::Admission;
+use super::gate::{Gate, Key, Verdict};
 use super::packet::{self, Packet};
 use super::session::{Failure, Limits, Session, Step};
 use crate::assets::{Asset, Assets};
@@ -30,25 +31,6 @@ pub enum TftpError {
     },
 }
 
-/// Admission limits of the server as a whole.
-#[derive(Debug, Clone, Copy)]
-pub struct Admission {
-    pub max_transfers: usize,
-    pub max_per_client: usize,
-    /// Requests per second per source address (token bucket, burst = 2 s worth).
-    pub requests_per_sec: u32,
-}
-
-impl Default for Admission {
-    fn default() -> Self {
-        Admission {
-            max_transfers: 1024,
-            max_per_client: 16,
-            requests_per_sec: 50,
-        }
-    }
-}
-
 #[derive(Debug, Default)]
 pub struct TftpStats {
     pub requests: AtomicU64,
@@ -59,6 +41,18 @@ pub struct TftpStats {
     pub packets_sent: AtomicU64,
     /// Sum of finished transfers' durations, microseconds.
     pub duration_us: AtomicU64,
+    /// Transfers running now (gauge).
+    pub running: AtomicU64,
+    /// Requests waiting for a transfer slot now (gauge).
+    pub waiting: AtomicU64,
+    /// Requests that had to wait, and those dropped after `max_wait`.
+    pub queued: AtomicU64,
+    pub expired: AtomicU64,
+    /// Retransmitted requests of a transfer already running or waiting.
+    pub duplicates: AtomicU64,
+    /// Time waited by the requests started from the queue, microseconds.
+    pub wait_us: AtomicU64,
+    pub waited: AtomicU64,
 }
 
 /// Per-source token buckets, bounded in size.
@@ -94,28 +88,6 @@ impl RateLimiter {
     }
 }
 
-/// Counts transfers per client; the guard gives the slot back when dropped.
-#[derive(Debug, Default)]
-struct PerClient(Mutex<HashMap<IpAddr, usize>>);
-
-struct ClientSlot {
-    table: Arc<PerClient>,
-    ip: IpAddr,
-    _global: OwnedSemaphorePermit,
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        let mut t = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = t.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                t.remove(&self.ip);
-            }
-        }
-    }
-}
-
 #[derive(Debug)]
 pub struct TftpServer {
     sock: UdpSocket,
@@ -137,6 +109,10 @@ impl TftpServer {
         let err = |source| TftpError::Bind { addr, source };
         let std = std::net::UdpSocket::bind(addr).map_err(err)?;
         std.set_nonblocking(true).map_err(err)?;
+        // A storm's RRQs arrive at once, retransmissions on top: 208 KiB holds ~270.
+        let std = socket2::Socket::from(std);
+        crate::udp::storm_buffers(&std, 4 << 20);
+        let std = std::net::UdpSocket::from(std);
         crate::udp::enable_packet_info(&std).map_err(err)?;
         let sock = UdpSocket::from_std(std).map_err(err)?;
         Ok(TftpServer {
@@ -150,16 +126,35 @@ impl TftpServer {
     }
 
     pub async fn run(self, cancel: CancellationToken) -> Result<(), TftpError> {
-        let global = Arc::new(Semaphore::new(self.admission.max_transfers));
-        let per_client = Arc::new(PerClient::default());
+        let mut gate: Gate<Job> = Gate::new(self.admission);
         let mut limiter = RateLimiter::default();
         let mut transfers = JoinSet::new();
+        // Which request each running task serves, to give its slot back however it ends.
+        let mut running: HashMap<tokio::task::Id, Key> = HashMap::new();
         let mut buf = vec![0u8; packet::MAX_REQUEST_LEN + 1];
         let mut out = Vec::with_capacity(128);
         loop {
             let info = tokio::select! {
                 _ = cancel.cancelled() => break,
-                Some(_) = transfers.join_next(), if !transfers.is_empty() => continue,
+                Some(ended) = transfers.join_next_with_id(), if !transfers.is_empty() => {
+                    let id = match ended {
+                        Ok((id, ())) => id,
+                        Err(e) => e.id(),
+                    };
+                    if let Some(key) = running.remove(&id) {
+                        gate.finish(&key);
+                    }
+                    let now = Instant::now();
+                    while let Some((job, waited)) = gate.next(now) {
+                        self.stats.waited.fetch_add(1, Ordering::Relaxed);
+                        self.stats.wait_us.fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+                        let key = (job.peer, job.asset.spec.name.clone());
+                        let task = transfers.spawn(transfer(job, cancel.clone()));
+                        running.insert(task.id(), key);
+                    }
+                    self.gauges(&gate);
+                    continue;
+                }
                 r = crate::udp::recv_with_info(&self.sock, &mut buf) => match r {
                     Ok(info) => info,
                     Err(error) => {
@@ -213,66 +208,65 @@ impl TftpServer {
                 refuse(packet::ERR_NOT_FOUND, "file not found", &mut out);
                 continue;
             };
-            let Some(slot) = admit(
-                &global,
-                &per_client,
-                IpAddr::V4(*peer.ip()),
-                self.admission.max_per_client,
-            ) else {
-                tracing::warn!(%peer, filename, "TFTP transfer limit reached; refused");
-                refuse(packet::ERR_UNDEFINED, "server busy, retry", &mut out);
-                continue;
-            };
             let local = if info.local.is_unspecified() {
                 Ipv4Addr::UNSPECIFIED
             } else {
                 info.local
             };
-            tracing::debug!(%peer, filename, ?options, "TFTP read");
+            let key = (peer, asset.spec.name.clone());
+            let job = Job {
+                peer,
+                local,
+                asset: asset.clone(),
+                options,
+                limits: self.limits,
+                stats: self.stats.clone(),
+                timeline: self.timeline.clone(),
+            };
+            let described = describe(&job.options);
+            match gate.offer(key.clone(), job, Instant::now()) {
+                Verdict::Start(job) => {
+                    tracing::debug!(%peer, filename, options = %described, "TFTP read");
+                    let task = transfers.spawn(transfer(job, cancel.clone()));
+                    running.insert(task.id(), key);
+                }
+                Verdict::Queued => {
+                    self.stats.queued.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, filename, waiting = gate.waiting(), "TFTP read queued: every transfer slot taken");
+                }
+                Verdict::Duplicate => {
+                    self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, filename, "TFTP: retransmitted request ignored");
+                    continue;
+                }
+                Verdict::ClientLimit => {
+                    tracing::warn!(%peer, filename, "TFTP per-client transfer limit reached; refused");
+                    refuse(packet::ERR_UNDEFINED, "too many transfers, retry", &mut out);
+                    continue;
+                }
+                Verdict::Busy => {
+                    tracing::warn!(%peer, filename, "TFTP transfer slots and queue full; refused");
+                    refuse(packet::ERR_UNDEFINED, "server busy, retry", &mut out);
+                    continue;
+                }
+            }
             self.timeline.record_peer(
                 *peer.ip(),
                 Source::Tftp,
-                format!("RRQ {filename} {}", describe(&options))
-                    .trim_end()
-                    .to_string(),
+                format!("RRQ {filename} {described}").trim_end().to_string(),
             );
-            transfers.spawn(transfer(
-                Job {
-                    peer,
-                    local,
-                    asset: asset.clone(),
-                    options,
-                    limits: self.limits,
-                    stats: self.stats.clone(),
-                    timeline: self.timeline.clone(),
-                    _slot: slot,
-                },
-                cancel.clone(),
-            ));
+            self.gauges(&gate);
         }
         transfers.shutdown().await;
         Ok(())
     }
-}
 
-fn admit(
-    global: &Arc<Semaphore>,
-    per_client: &Arc<PerClient>,
-    ip: IpAddr,
-    max_per_client: usize,
-) -> Option<ClientSlot> {
-    let permit = global.clone().try_acquire_owned().ok()?;
-    let mut t = per_client.0.lock().unwrap_or_else(|p| p.into_inner());
-    let n = t.entry(ip).or_insert(0);
-    if *n >= max_per_client {
-        return None;
+    fn gauges(&self, gate: &Gate<Job>) {
+        let s = &self.stats;
+        s.running.store(gate.running() as u64, Ordering::Relaxed);
+        s.waiting.store(gate.waiting() as u64, Ordering::Relaxed);
+        s.expired.store(gate.expired, Ordering::Relaxed);
     }
-    *n += 1;
-    Some(ClientSlot {
-        table: per_client.clone(),
-        ip,
-        _global: permit,
-    })
 }
 
 /// Options as the timeline shows them.
@@ -303,7 +297,6 @@ struct Job {
     limits: Limits,
     stats: Arc<TftpStats>,
     timeline: Arc<Timeline>,
-    _slot: ClientSlot,
 }
 
 async fn transfer(job: Job, cancel: CancellationToken) {
@@ -474,23 +467,6 @@ mod tests {
         assert!(
             r.allow(Ipv4Addr::new(10, 0, 0, 2).into(), 10, t0),
             "other sources unaffected"
-        );
-    }
-
-    #[test]
-    fn per_client_slots_are_bounded_and_returned() {
-        let global = Arc::new(Semaphore::new(3));
-        let table = Arc::new(PerClient::default());
-        let a: IpAddr = Ipv4Addr::new(10, 0, 0, 1).into();
-        let b: IpAddr = Ipv4Addr::new(10, 0, 0, 2).into();
-        let s1 = admit(&global, &table, a, 2).expect("first");
-        let _s2 = admit(&global, &table, a, 2).expect("second");
-        assert!(admit(&global, &table, a, 2).is_none(), "per-client limit");
-        let _s3 = admit(&global, &table, b, 2).expect("other client");
-        drop(s1);
-        assert!(
-            admit(&global, &table, b, 2).is_some(),
-            "slot and permit returned on drop"
         );
     }
 }
