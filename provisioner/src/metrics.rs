@@ -45,6 +45,15 @@ fn counter(out: &mut String, name: &str, help: &str, value: u64) {
     );
 }
 
+/// A Prometheus summary without quantiles: a sum of microseconds, in seconds, and a count.
+fn summary(out: &mut String, name: &str, help: &str, sum_us: u64, count: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} summary\n{name}_sum {:.6}\n{name}_count {count}",
+        sum_us as f64 / 1e6
+    );
+}
+
 fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
     let _ = writeln!(
         out,
@@ -188,11 +197,12 @@ impl Registry {
                 "TFTP DATA packets sent (incl. retransmissions).",
                 get(&t.packets_sent),
             );
-            let _ = writeln!(
-                out,
-                "# HELP provisioner_tftp_transfer_seconds Time spent in finished TFTP transfers.\n# TYPE provisioner_tftp_transfer_seconds summary\nprovisioner_tftp_transfer_seconds_sum {:.6}\nprovisioner_tftp_transfer_seconds_count {}",
-                get(&t.duration_us) as f64 / 1e6,
-                get(&t.transfers_done) + get(&t.transfers_failed)
+            summary(
+                &mut out,
+                "provisioner_tftp_transfer_seconds",
+                "Time spent in finished TFTP transfers.",
+                get(&t.duration_us),
+                get(&t.transfers_done) + get(&t.transfers_failed),
             );
             gauge(
                 &mut out,
@@ -219,11 +229,12 @@ impl Registry {
                 "Retransmitted read requests of a transfer already running or waiting.",
                 get(&t.duplicates),
             );
-            let _ = writeln!(
-                out,
-                "# HELP provisioner_tftp_queue_wait_seconds Time queued requests waited for a slot.\n# TYPE provisioner_tftp_queue_wait_seconds summary\nprovisioner_tftp_queue_wait_seconds_sum {:.6}\nprovisioner_tftp_queue_wait_seconds_count {}",
-                get(&t.wait_us) as f64 / 1e6,
-                get(&t.waited)
+            summary(
+                &mut out,
+                "provisioner_tftp_queue_wait_seconds",
+                "Time queued requests waited for a slot.",
+                get(&t.wait_us),
+                get(&t.waited),
             );
         }
         let h = &self.http;
@@ -258,17 +269,19 @@ impl Registry {
             "Boot-file GETs waiting for a stream slot now.",
             get(&h.waiting),
         );
-        let _ = writeln!(
-            out,
-            "# HELP provisioner_http_stream_wait_seconds Time boot-file GETs waited for a stream slot.\n# TYPE provisioner_http_stream_wait_seconds summary\nprovisioner_http_stream_wait_seconds_sum {:.6}\nprovisioner_http_stream_wait_seconds_count {}",
-            get(&h.wait_us) as f64 / 1e6,
-            get(&h.waited)
+        summary(
+            &mut out,
+            "provisioner_http_stream_wait_seconds",
+            "Time boot-file GETs waited for a stream slot.",
+            get(&h.wait_us),
+            get(&h.waited),
         );
-        let _ = writeln!(
-            out,
-            "# HELP provisioner_http_request_seconds Time to build HTTP responses (to first byte).\n# TYPE provisioner_http_request_seconds summary\nprovisioner_http_request_seconds_sum {:.6}\nprovisioner_http_request_seconds_count {}",
-            get(&h.duration_us) as f64 / 1e6,
-            get(&h.requests)
+        summary(
+            &mut out,
+            "provisioner_http_request_seconds",
+            "Time to build HTTP responses (to first byte).",
+            get(&h.duration_us),
+            get(&h.requests),
         );
         out
     }
