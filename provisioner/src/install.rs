@@ -131,7 +131,7 @@ impl Installs {
 
     /// The node's facts, its profile and the install disk that profile picks.
     fn placement(&self, node: &Node) -> Result<(Facts, &Profile, DiskChoice), String> {
-        let facts = Facts::from_inventory(&node.inventory);
+        let facts = Facts::from_inventory(&node.inventory.value());
         let profile = self
             .cluster
             .profiles()
@@ -164,7 +164,7 @@ impl Installs {
                 selector: Some(disk.selector),
                 legacy_bios: facts.firmware.mode.as_deref() == Some("bios"),
             },
-            mac: boot_mac(&node.inventory),
+            mac: boot_mac(&node.inventory.value()),
             address: match node.peer {
                 Some(IpAddr::V4(a)) => Some(a),
                 _ => None,
@@ -252,7 +252,7 @@ impl Installs {
         if node.state != NodeState::Installed {
             return None;
         }
-        let facts = Facts::from_inventory(&node.inventory);
+        let facts = Facts::from_inventory(&node.inventory.value());
         let how = match self.cluster.profiles().matching(&facts) {
             Ok(p) => match platform {
                 Some(Platform::Pcbios) => p.local_boot.bios,

@@ -341,7 +341,7 @@ fn enrollment(
             .find(|n| n.claim.macs.contains(&VM_MAC));
         match node {
             Some(n) if !approved && n.state == crate::enroll::registry::NodeState::Pending => {
-                let inv = &n.inventory;
+                let inv = n.inventory.value();
                 println!(
                     "lab: node {} enrolled, pending: {} {}, {} disk(s), {} NIC(s); approving it as an operator would (provisioner nodes approve {})",
                     n.id,

@@ -36,7 +36,7 @@ async fn enroll_pending_approve_certificate() {
     let id = NodeId::parse(&r.node_id).expect("node id");
     let node = hub.authority.node(&id).expect("node recorded");
     assert_eq!(node.state, NodeState::Pending);
-    assert_eq!(node.inventory["system"]["vendor"], "QEMU");
+    assert_eq!(node.inventory.value()["system"]["vendor"], "QEMU");
 
     // Polling while pending: still pending, nothing issued.
     let poll = enroll_req(Credential::Ticket(r.ticket.clone()), &key, &inv);

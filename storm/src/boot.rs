@@ -45,6 +45,9 @@ pub struct Options {
     /// Machines power on spread evenly over this long (0: all at once).
     pub spread: Duration,
     pub mac_prefix: [u8; 2],
+    /// A DHCP avalanche instead of a boot: each machine stops once it holds a
+    /// lease (one DORA as a plain client), and the summary reports time to bound.
+    pub until_bound: bool,
 }
 
 /// Where a machine failed.
@@ -146,6 +149,18 @@ pub async fn storm(iface: &str, opts: Options) -> anyhow::Result<serde_json::Val
             .round()
             .into()
     };
+    if opts.until_bound {
+        // The last lease is the avalanche's time to all bound (when none failed).
+        return Ok(serde_json::json!({
+            "machines": opts.n,
+            "bound": kernel.len(),
+            "failed": opts.n - kernel.len(),
+            "failures": failures,
+            "failure_examples": examples,
+            "time_to_bound_ms": {"p50": ms(&kernel, 0.5), "p90": ms(&kernel, 0.9), "p99": ms(&kernel, 0.99), "max": ms(&kernel, 1.0)},
+            "wall_ms": wall.as_millis() as u64,
+        }));
+    }
     Ok(serde_json::json!({
         "machines": opts.n,
         "booted": kernel.len(),
@@ -203,6 +218,16 @@ async fn machine(
         Firmware::Bios => 0,
         Firmware::Uefi => 7,
     };
+    if opts.until_bound {
+        dora(clients, mac, Kind::Plain, Stage::PxeDhcp).await?;
+        let bound = power_on.elapsed();
+        return Ok(Times {
+            script: bound,
+            kernel: bound,
+            tftp_bytes: 0,
+            http_bytes: 0,
+        });
+    }
     let lease = dora(clients, mac, Kind::Pxe { arch }, Stage::PxeDhcp).await?;
     let local = if opts.bind_leased {
         lease.addr

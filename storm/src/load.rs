@@ -62,11 +62,29 @@ struct DhcpState {
     counts: HashMap<&'static str, u64>,
 }
 
+/// How long a load runs: `seconds`, or until `count` clients have started if
+/// that comes first.
+#[derive(Debug, Clone, Copy)]
+pub struct Until {
+    pub seconds: u64,
+    pub count: Option<u64>,
+}
+
+/// The hub an enroll load talks to, and the join token its agents present.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The enrollment service, e.g. 10.77.0.1:9443.
+    pub grpc: SocketAddr,
+    /// The hub's HTTP port (for /ca.pem).
+    pub http: SocketAddr,
+    pub token: String,
+}
+
 /// New clients at `rate` per second (at most `concurrency` exchanges at once);
 /// every `reboot_every`-th start is instead an INIT-REBOOT of an earlier client.
 pub async fn dhcp_load(
     iface: &str,
-    seconds: u64,
+    until: Until,
     rate: f64,
     concurrency: usize,
     reboot_every: u64,
@@ -80,11 +98,11 @@ pub async fn dhcp_load(
     )?;
     let state = Arc::new(Mutex::new(DhcpState::default()));
     let gate = Arc::new(tokio::sync::Semaphore::new(concurrency));
-    let end = Instant::now() + Duration::from_secs(seconds);
+    let end = Instant::now() + Duration::from_secs(until.seconds);
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.1)));
     let mut tasks = tokio::task::JoinSet::new();
     let mut n: u64 = 0;
-    while Instant::now() < end && !crate::stopping() {
+    while Instant::now() < end && !crate::stopping() && until.count.is_none_or(|c| n < c) {
         tick.tick().await;
         let Ok(permit) = gate.clone().try_acquire_owned() else {
             continue;
@@ -191,15 +209,33 @@ fn hex(b: &[u8]) -> String {
     proto::hex::encode(b)
 }
 
-fn inventory(i: u64, seed: u32) -> String {
+/// Agent `i`'s inventory: `template` (a real agent's report) with its own
+/// identity, or a minimal one.
+fn inventory(i: u64, seed: u32, template: Option<&serde_json::Value>) -> String {
+    let uuid = format!("{seed:08x}-0000-4000-8000-{i:012x}");
+    let serial = format!("STORM-{seed:08x}-{i}");
+    let mac = format!(
+        "02:ee:{:02x}:{:02x}:{:02x}:{:02x}",
+        seed as u8,
+        (i >> 16) as u8,
+        (i >> 8) as u8,
+        i as u8
+    );
+    if let Some(t) = template {
+        let mut inv = t.clone();
+        inv["system"]["uuid"] = uuid.into();
+        inv["system"]["serial"] = serial.into();
+        inv["nics"] = serde_json::json!([{"name": "eth0", "mac": mac}]);
+        return inv.to_string();
+    }
     serde_json::json!({
         "system": {
             "vendor": "storm",
             "product": "simulated",
-            "uuid": format!("{seed:08x}-0000-4000-8000-{i:012x}"),
-            "serial": format!("STORM-{seed:08x}-{i}"),
+            "uuid": uuid,
+            "serial": serial,
         },
-        "nics": [{"name": "eth0", "mac": format!("02:ee:{:02x}:{:02x}:{:02x}:{:02x}", seed as u8, (i >> 16) as u8, (i >> 8) as u8, i as u8)}],
+        "nics": [{"name": "eth0", "mac": mac}],
         "disks": [],
     })
     .to_string()
@@ -215,6 +251,9 @@ struct Enrolling {
     seed: u32,
     end: Instant,
     pause: Duration,
+    /// Stop after this many agents (None: until `end`).
+    count: Option<u64>,
+    template: Option<serde_json::Value>,
     next: AtomicU64,
     issued: AtomicU64,
     errors: AtomicU64,
@@ -225,23 +264,24 @@ struct Enrolling {
 /// of `concurrency` workers; each keeps its key and retries until the hub
 /// answers with a certificate.
 pub async fn enroll_load(
-    grpc: SocketAddr,
-    http: SocketAddr,
-    token: String,
-    seconds: u64,
+    target: Target,
+    until: Until,
     concurrency: usize,
     pause: Duration,
+    template: Option<serde_json::Value>,
     log: EventLog,
 ) -> anyhow::Result<serde_json::Value> {
-    let end = Instant::now() + Duration::from_secs(seconds);
+    let end = Instant::now() + Duration::from_secs(until.seconds);
     let shared = Arc::new(Enrolling {
-        grpc,
-        token,
-        ca: fetch_ca(http, end).await?,
+        grpc: target.grpc,
+        token: target.token,
+        ca: fetch_ca(target.http, end).await?,
         log,
         seed: u32::from_be_bytes(crate::random::<4>()),
         end,
         pause,
+        count: until.count,
+        template,
         next: AtomicU64::new(0),
         issued: AtomicU64::new(0),
         errors: AtomicU64::new(0),
@@ -263,6 +303,9 @@ async fn enroll_worker(s: Arc<Enrolling>) {
     let going = || Instant::now() < s.end && !crate::stopping();
     while going() {
         let i = s.next.fetch_add(1, Relaxed);
+        if s.count.is_some_and(|c| i >= c) {
+            return;
+        }
         let Ok(key) = KeyPair::generate() else { return };
         let Ok(csr) = CertificateParams::default().serialize_request(&key) else {
             return;
@@ -270,7 +313,7 @@ async fn enroll_worker(s: Arc<Enrolling>) {
         let req = EnrollRequest {
             credential: Some(Credential::JoinToken(s.token.clone())),
             csr_der: csr.der().to_vec(),
-            inventory_json: inventory(i, s.seed),
+            inventory_json: inventory(i, s.seed, s.template.as_ref()),
             agent_version: "storm".into(),
         };
         while going() {

@@ -38,6 +38,9 @@ enum Command {
         /// Every Nth start is an INIT-REBOOT of an earlier client (0: never).
         #[arg(long, default_value_t = 4)]
         reboot_every: u64,
+        /// Stop after starting this many exchanges (default: run for --seconds).
+        #[arg(long)]
+        count: Option<u64>,
         /// First two bytes of every MAC, e.g. 02:cc.
         #[arg(long, default_value = "02:cc")]
         mac_prefix: String,
@@ -61,6 +64,13 @@ enum Command {
         /// Pause of each worker after a certificate (milliseconds).
         #[arg(long, default_value_t = 0)]
         pause_ms: u64,
+        /// Stop after this many agents have enrolled (default: run for --seconds).
+        #[arg(long)]
+        count: Option<u64>,
+        /// A real agent's inventory JSON; each agent sends it with its own UUID,
+        /// serial and MAC (default: a minimal inventory).
+        #[arg(long)]
+        inventory: Option<PathBuf>,
         #[arg(long)]
         log: PathBuf,
     },
@@ -84,6 +94,9 @@ enum Command {
         spread_ms: u64,
         #[arg(long, default_value = "02:b0")]
         mac_prefix: String,
+        /// A DHCP avalanche: each machine stops once bound (plain DHCP client).
+        #[arg(long)]
+        until_bound: bool,
     },
     /// Checks every certificate in an enroll-load log against the hub.
     VerifyCerts {
@@ -146,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
             rate,
             concurrency,
             reboot_every,
+            count,
             mac_prefix,
             log,
         } => {
@@ -153,7 +167,7 @@ async fn main() -> anyhow::Result<()> {
             let prefix = parse_prefix(&mac_prefix)?;
             load::dhcp_load(
                 &iface,
-                seconds,
+                load::Until { seconds, count },
                 rate,
                 concurrency,
                 reboot_every,
@@ -169,11 +183,19 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             concurrency,
             pause_ms,
+            count,
+            inventory,
             log,
         } => {
             let log = load::EventLog::create(&log)?;
             let pause = std::time::Duration::from_millis(pause_ms);
-            load::enroll_load(grpc, http, token, seconds, concurrency, pause, log).await?
+            let template = match inventory {
+                Some(p) => Some(serde_json::from_str(&std::fs::read_to_string(&p)?)?),
+                None => None,
+            };
+            let target = load::Target { grpc, http, token };
+            let until = load::Until { seconds, count };
+            load::enroll_load(target, until, concurrency, pause, template, log).await?
         }
         Command::Boot {
             iface,
@@ -183,6 +205,7 @@ async fn main() -> anyhow::Result<()> {
             timeout_secs,
             spread_ms,
             mac_prefix,
+            until_bound,
         } => {
             let opts = boot::Options {
                 n,
@@ -195,6 +218,7 @@ async fn main() -> anyhow::Result<()> {
                 timeout: std::time::Duration::from_secs(timeout_secs),
                 spread: std::time::Duration::from_millis(spread_ms),
                 mac_prefix: parse_prefix(&mac_prefix)?,
+                until_bound,
             };
             boot::storm(&iface, opts).await?
         }

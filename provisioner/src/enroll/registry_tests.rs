@@ -292,3 +292,36 @@ fn hardware_rules_approve_matching_machines_only() {
     reg.apply(&plan.changes);
     assert_eq!(reg.nodes[&plan.outcome.node].role, Some(Role::Worker));
 }
+
+#[test]
+fn inventory_is_held_deflated_and_stored_as_plain_json() {
+    let text = include_str!(
+        "../../../node-agent/tests/fixtures/inventory/dell-r760-handwritten.expected.json"
+    );
+    let doc: serde_json::Value = serde_json::from_str(text).unwrap();
+    let inv = Inventory::new(&doc);
+    assert_eq!(inv.value(), doc);
+    let (vendor, product) = inv.vendor_product();
+    assert_eq!(vendor.as_deref(), doc["system"]["vendor"].as_str());
+    assert_eq!(product.as_deref(), doc["system"]["product"].as_str());
+    // What the registry holds per node: well under half the compact text.
+    let compact = doc.to_string().len();
+    assert!(
+        inv.held_bytes() * 2 < compact,
+        "{} of {compact}",
+        inv.held_bytes()
+    );
+    // The store row carries the document itself, so older rows (a JSON object
+    // in the node record) and newer ones read the same.
+    let row = serde_json::to_string(&inv).unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&row).unwrap(),
+        doc
+    );
+    let back: Inventory = serde_json::from_str(&row).unwrap();
+    assert_eq!(back, inv);
+    // Damaged bytes read as null, never a panic.
+    let broken = Inventory(std::sync::Arc::from(&b"\x00garbage"[..]));
+    assert_eq!(broken.value(), serde_json::Value::Null);
+    assert_eq!(broken.vendor_product(), (None, None));
+}
