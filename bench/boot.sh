@@ -8,13 +8,13 @@
 # an explicit configuration, and stopped by PID; Debian's tftpd-hpa and nginx
 # services are never used (and are stopped/disabled if installing them started them).
 #
-#  1. TFTP, one client: a 64 MiB random file, atftp --get at blksize 1468 and
-#     windowsize 1, 4, 16 (W=1: no windowsize option). MB/s and the server's CPU
+#  1. TFTP, one client: a 64 MiB random file, atftp --get at blksize 512 and 1468
+#     by windowsize 1, 4, 16 (W=1: no windowsize option). MB/s and the server's CPU
 #     seconds (utime+stime of the server and its reaped children) for the transfer.
 #     Servers that do not grant windowsize answer without it; the notes say which
 #     windows were granted (from atftp --verbose).
-#  2. TFTP, 50 concurrent clients fetching an 850 KB file (the size of ipxe.efi) at
-#     blksize 1468: aggregate MB/s over BENCH_CONC_ROUNDS rounds, failed fetches
+#  2. TFTP, 50 and 200 concurrent clients fetching an 850 KB file (the size of
+#     ipxe.efi) at blksize 1468: aggregate MB/s over BENCH_CONC_ROUNDS rounds, failed fetches
 #     (exit status or wrong size).
 #  3. HTTP, the same 64 MiB file with 1, 16 and 64 connections (wrk): MB/s.
 #  4. HTTP, the iPXE entry script /boot.ipxe (nginx: a static copy of what the hub
@@ -38,9 +38,10 @@
 #
 # Environment knobs:
 #   BENCH_TFTP_MB=64        size of the large file (MiB)
+#   BENCH_BLKSIZES="512 1468" TFTP blksizes for the large file
 #   BENCH_WINDOWS="1 4 16"  TFTP windowsizes for the large file
 #   BENCH_REPEAT=1          large-file TFTP transfers per (server, window); the best counts
-#   BENCH_CONC=50           concurrent TFTP clients
+#   BENCH_CONC="50 200"     concurrent TFTP clients (one test per count)
 #   BENCH_CONC_ROUNDS=3     rounds of BENCH_CONC concurrent fetches
 #   BENCH_SMALL_BYTES=850528 size of the small file (ipxe.efi in the manifest)
 #   BENCH_HTTP_SECS=10      wrk duration per step
@@ -50,15 +51,17 @@
 #   BENCH_HTTP_SERVERS="provisioner nginx"
 #   PROVISIONER_BIN         binary to test (default: <repo>/target/release/provisioner)
 #   KEEP_WORK=1             keep the work directory (server logs, client output)
+#   BENCH_SUMMARY=FILE      also append every figure as a line of JSON (for bench/run)
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${PROVISIONER_BIN:-$REPO/target/release/provisioner}
 TFTP_MB=${BENCH_TFTP_MB:-64}
+BLKSIZES=${BENCH_BLKSIZES:-"512 1468"}
 WINDOWS=${BENCH_WINDOWS:-"1 4 16"}
 REPEAT=${BENCH_REPEAT:-1}
-CONC=${BENCH_CONC:-50}
+CONCS=${BENCH_CONC:-"50 200"}
 CONC_ROUNDS=${BENCH_CONC_ROUNDS:-3}
 SMALL_BYTES=${BENCH_SMALL_BYTES:-850528}
 HTTP_SECS=${BENCH_HTTP_SECS:-10}
@@ -66,7 +69,7 @@ HTTP_CONNS=${BENCH_HTTP_CONNS:-"1 16 64"}
 PIN=${BENCH_PIN:-1}
 TFTP_SERVERS=${BENCH_TFTP_SERVERS:-"provisioner tftpd-hpa dnsmasq atftpd"}
 HTTP_SERVERS=${BENCH_HTTP_SERVERS:-"provisioner nginx"}
-BLKSIZE=1468 # 1500-byte MTU minus IP, UDP and TFTP headers
+BLKSIZE=1468 # 1500-byte MTU minus IP, UDP and TFTP headers: the concurrent tests
 BIG=big.bin
 SMALL=small.bin
 BIG_TIMEOUT=180 # one large TFTP transfer (seconds)
@@ -356,25 +359,25 @@ check_neigh() { # the server namespace must not have tried to reach anything but
 
 declare -A R      # R[key] = figure for the table
 declare -A NOTE   # per-server notes
-declare -A WGOT   # WGOT[server,W] = windowsize the server granted
+declare -A WGOT   # WGOT[server,B,W] = windowsize the server granted
 
 note() { NOTE[$1]="${NOTE[$1]:+${NOTE[$1]}; }$2"; }
 
-# tftp_big NAME W -> sets R[tftp,NAME,W] = "MB/s cpu-seconds" (best of REPEAT)
+# tftp_big NAME B W -> sets R[tftp,NAME,B,W] = "MB/s cpu-seconds" (best of REPEAT)
 tftp_big() {
-    local name=$1 w=$2 i opts t0 t1 c0 c1 rc out mbs cpu retries best="" bestcpu=""
-    opts=(--option "blksize $BLKSIZE")
+    local name=$1 b=$2 w=$3 i opts t0 t1 c0 c1 rc out mbs cpu retries best="" bestcpu=""
+    opts=(--option "blksize $b")
     ((w > 1)) && opts+=(--option "windowsize $w")
     # Probe (and warm-up): the small file with --trace, to see what the OACK granted.
     # (--verbose does not print the OACK; --trace prints every packet, too slow for the
     # timed run.)
-    out=$WORK/cli/probe-$name-w$w.txt
+    out=$WORK/cli/probe-$name-b$b-w$w.txt
     timeout "$SMALL_TIMEOUT" ip netns exec "$NS_CLI" $(pin_cli) atftp --trace --get -r "$SMALL" \
         -l /dev/null "${opts[@]}" "$ADDR_SRV" >"$out" 2>&1
-    WGOT[$name,$w]=$(awk '/received OACK/ { w = 1; if (match($0, /windowsize: [0-9]+/)) w = substr($0, RSTART + 12, RLENGTH - 12) }
+    WGOT[$name,$b,$w]=$(awk '/received OACK/ { w = 1; if (match($0, /windowsize: [0-9]+/)) w = substr($0, RSTART + 12, RLENGTH - 12) }
                          END { print w ? w : 1 }' "$out")
     for i in $(seq "$REPEAT"); do
-        out=$WORK/cli/big-$name-w$w-$i.txt
+        out=$WORK/cli/big-$name-b$b-w$w-$i.txt
         c0=$(cpu_us "$SERVER_PID"); t0=$(now)
         timeout "$BIG_TIMEOUT" ip netns exec "$NS_CLI" $(pin_cli) atftp --get -r "$BIG" \
             -l /dev/null "${opts[@]}" "$ADDR_SRV" >"$out" 2>&1
@@ -382,24 +385,24 @@ tftp_big() {
         t1=$(now); sleep 0.2; c1=$(cpu_us "$SERVER_PID")
         retries=$(grep -c 'retrying' "$out")
         if ((rc != 0)); then
-            log "tftp $name W=$w run $i: FAILED rc=$rc after $(awk -v a="$t0" -v z="$t1" 'BEGIN { printf "%.1f", z - a }')s: $(grep -v '^Option' "$out" | tail -n 1)"
-            note "$name" "W=$w: transfer failed (rc=$rc)"
+            log "tftp $name B=$b W=$w run $i: FAILED rc=$rc after $(awk -v a="$t0" -v z="$t1" 'BEGIN { printf "%.1f", z - a }')s: $(grep -v '^Option' "$out" | tail -n 1)"
+            note "$name" "B=$b W=$w: transfer failed (rc=$rc)"
             continue
         fi
         mbs=$(awk -v b=$((TFTP_MB * 1048576)) -v a="$t0" -v z="$t1" 'BEGIN { printf "%.1f", b / 1e6 / (z - a) }')
         cpu=$(awk -v d=$((c1 - c0)) 'BEGIN { printf "%.2f", d / 1e6 }')
-        log "tftp $name W=$w (granted ${WGOT[$name,$w]}) run $i: $mbs MB/s, server cpu ${cpu}s, client timeouts $retries"
-        ((retries > 0)) && note "$name" "W=$w: $retries client timeouts (retransmissions)"
+        log "tftp $name B=$b W=$w (granted ${WGOT[$name,$b,$w]}) run $i: $mbs MB/s, server cpu ${cpu}s, client timeouts $retries"
+        ((retries > 0)) && note "$name" "B=$b W=$w: $retries client timeouts (retransmissions)"
         if [[ -z $best ]] || awk -v a="$mbs" -v b="$best" 'BEGIN { exit !(a > b) }'; then
             best=$mbs; bestcpu=$cpu
         fi
     done
-    [[ -n $best ]] && R[tftp,$name,$w]="$best $bestcpu"
+    [[ -n $best ]] && R[tftp,$name,$b,$w]="$best $bestcpu"
 }
 
-# tftp_conc NAME -> sets R[conc,NAME] = "MB/s failures total cpu-seconds"
+# tftp_conc NAME CONC -> sets R[conc,NAME,CONC] = "MB/s failures total cpu-seconds"
 tftp_conc() {
-    local name=$1 round t0 t1 c0 c1 wall=0 ok=0 fail=0 total=0 rc f sz
+    local name=$1 CONC=$2 round t0 t1 c0 c1 wall=0 ok=0 fail=0 total=0 rc f sz
     c0=$(cpu_us "$SERVER_PID")
     for round in $(seq "$CONC_ROUNDS"); do
         rm -f "$WORK"/cli/s.* "$WORK"/cli/rc.*
@@ -426,25 +429,27 @@ tftp_conc() {
     done
     sleep 0.2
     c1=$(cpu_us "$SERVER_PID")
-    R[conc,$name]=$(awk -v ok="$ok" -v b="$SMALL_BYTES" -v w="$wall" -v f="$fail" -v t="$total" \
+    R[conc,$name,$CONC]=$(awk -v ok="$ok" -v b="$SMALL_BYTES" -v w="$wall" -v f="$fail" -v t="$total" \
         -v d=$((c1 - c0)) -v hz=1000000 'BEGIN { printf "%.1f %d %d %.2f", ok * b / 1e6 / w, f, t, d / hz }')
-    log "tftp-conc $name: $CONC clients x $CONC_ROUNDS rounds: ${R[conc,$name]} (MB/s failures total cpu-s)"
+    log "tftp-conc $name: $CONC clients x $CONC_ROUNDS rounds: ${R[conc,$name,$CONC]} (MB/s failures total cpu-s)"
     rm -f "$WORK"/cli/s.*
 }
 
 bench_tftp() {
-    local name=$1 w
+    local name=$1 b w c
     log "== TFTP $name"
     : >"$WORK/$name.log"
     if ! start_server "$name" udp 69; then
         note "$name" "TFTP: failed to start: $(grep -v '^\s*$' "$WORK/$name.log" | tail -n 2 | tr '\n|' ' /' | cut -c1-160)"
         return
     fi
-    for w in $WINDOWS; do
-        tftp_big "$name" "$w"
-        kill -0 "$SERVER_PID" 2>/dev/null || { note "$name" "server exited during TFTP"; SERVER_PID=""; return; }
+    for b in $BLKSIZES; do
+        for w in $WINDOWS; do
+            tftp_big "$name" "$b" "$w"
+            kill -0 "$SERVER_PID" 2>/dev/null || { note "$name" "server exited during TFTP"; SERVER_PID=""; return; }
+        done
     done
-    tftp_conc "$name"
+    for c in $CONCS; do tftp_conc "$name" "$c"; done
     kill -0 "$SERVER_PID" 2>/dev/null || note "$name" "server exited during TFTP"
     stop_server
     check_neigh
@@ -605,7 +610,7 @@ result=$REPO/bench/results/boot-$date_tag.md
     else cpu_src="utime+stime of the server and its live children from /proc; misses tftpd-hpa's per-transfer children"; fi
     echo "MB/s = 10^6 bytes/s. TFTP cells: MB/s (server CPU seconds for that transfer: $cpu_src;" \
         "network softirq work is charged to whichever process the kernel was running)." \
-        "TFTP large: one ${TFTP_MB} MiB file, blksize $BLKSIZE, best of $REPEAT. TFTP 50x: $CONC concurrent atftp clients x $CONC_ROUNDS rounds," \
+        "TFTP large: one ${TFTP_MB} MiB file, best of $REPEAT. TFTP Nx: N concurrent atftp clients x $CONC_ROUNDS rounds," \
         "$SMALL_BYTES-byte file, blksize $BLKSIZE; cells: aggregate MB/s, failed/total, (server CPU s for all rounds)." \
         "HTTP: wrk ${HTTP_SECS}s; cells: MB/s or req/s (server CPU % of one core)."
     echo
@@ -614,25 +619,29 @@ result=$REPO/bench/results/boot-$date_tag.md
     echo
     echo "| test | provisioner | tftpd-hpa | dnsmasq | atftpd | nginx | ours vs anchor |"
     echo "|---|---:|---:|---:|---:|---:|---|"
-    for w in $WINDOWS; do
-        row="| TFTP ${TFTP_MB} MiB, W=$w |"
-        for s in provisioner tftpd-hpa dnsmasq atftpd; do
-            c=$(cell_tftp "tftp,$s,$w")
-            [[ $c != - && ${WGOT[$s,$w]:-1} != "$w" ]] && c="$c [W=${WGOT[$s,$w]:-1}]"
-            row+=" $c |"
+    for b in $BLKSIZES; do
+        for w in $WINDOWS; do
+            row="| TFTP ${TFTP_MB} MiB, blksize $b, W=$w |"
+            for s in provisioner tftpd-hpa dnsmasq atftpd; do
+                c=$(cell_tftp "tftp,$s,$b,$w")
+                [[ $c != - && ${WGOT[$s,$b,$w]:-1} != "$w" ]] && c="$c [W=${WGOT[$s,$b,$w]:-1}]"
+                row+=" $c |"
+            done
+            r="vs atftpd $(ratio "$(first "tftp,provisioner,$b,$w")" "$(first "tftp,atftpd,$b,$w")")"
+            r+="; vs tftpd-hpa $(ratio "$(first "tftp,provisioner,$b,$w")" "$(first "tftp,tftpd-hpa,$b,$w")")"
+            r+="; vs dnsmasq $(ratio "$(first "tftp,provisioner,$b,$w")" "$(first "tftp,dnsmasq,$b,$w")")"
+            echo "$row - | $r |"
         done
-        r="vs atftpd $(ratio "$(first "tftp,provisioner,$w")" "$(first "tftp,atftpd,$w")")"
-        ((w == 1)) && r+="; vs tftpd-hpa $(ratio "$(first "tftp,provisioner,1")" "$(first "tftp,tftpd-hpa,1")")"
-        ((w == 1)) && r+="; vs dnsmasq $(ratio "$(first "tftp,provisioner,1")" "$(first "tftp,dnsmasq,1")")"
+    done
+    for n in $CONCS; do
+        row="| TFTP ${n}x $((SMALL_BYTES / 1000)) KB |"
+        for s in provisioner tftpd-hpa dnsmasq atftpd; do
+            v=${R[conc,$s,$n]:-}
+            if [[ -n $v ]]; then read -r mbs f t cpu <<<"$v"; row+=" $mbs, $f/$t failed (${cpu}s) |"; else row+=" - |"; fi
+        done
+        r="vs atftpd $(ratio "$(first "conc,provisioner,$n")" "$(first "conc,atftpd,$n")"); vs tftpd-hpa $(ratio "$(first "conc,provisioner,$n")" "$(first "conc,tftpd-hpa,$n")"); vs dnsmasq $(ratio "$(first "conc,provisioner,$n")" "$(first "conc,dnsmasq,$n")")"
         echo "$row - | $r |"
     done
-    row="| TFTP ${CONC}x $((SMALL_BYTES / 1000)) KB |"
-    for s in provisioner tftpd-hpa dnsmasq atftpd; do
-        v=${R[conc,$s]:-}
-        if [[ -n $v ]]; then read -r mbs f t cpu <<<"$v"; row+=" $mbs, $f/$t failed (${cpu}s) |"; else row+=" - |"; fi
-    done
-    r="vs atftpd $(ratio "$(first "conc,provisioner")" "$(first "conc,atftpd")"); vs tftpd-hpa $(ratio "$(first "conc,provisioner")" "$(first "conc,tftpd-hpa")"); vs dnsmasq $(ratio "$(first "conc,provisioner")" "$(first "conc,dnsmasq")")"
-    echo "$row - | $r |"
     for c in $HTTP_CONNS; do
         row="| HTTP ${TFTP_MB} MiB, $c conn, MB/s |"
         for s in provisioner nginx; do
@@ -665,3 +674,8 @@ echo
 cat "$result"
 echo
 log "written to $result"
+if [[ -n ${BENCH_SUMMARY:-} ]]; then
+    for k in "${!R[@]}"; do
+        printf '{"bench":"boot","key":"%s","value":"%s","granted":"%s"}\n' "$k" "${R[$k]}" "${WGOT[${k#tftp,}]:-}"
+    done >>"$BENCH_SUMMARY"
+fi

@@ -22,6 +22,7 @@
 #   BENCH_PIN=1       pin the server to CPU 1 and perfdhcp to CPU 0 (0 = no pinning)
 #   BENCH_SERVERS="provisioner kea dnsmasq"
 #   PROVISIONER_BIN   binary to test (default: <repo>/target/release/provisioner)
+#   BENCH_SUMMARY=FILE also append each server's figures as a line of JSON (for bench/run)
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -378,3 +379,9 @@ echo
 cat "$result"
 echo
 log "written to $result"
+if [[ -n ${BENCH_SUMMARY:-} ]]; then
+    for s in $SERVERS; do
+        printf '{"bench":"dhcp","server":"%s","dora_per_s":%s,"cpu_pct":%s,"note":"%s"}\n' "$s" "${BEST[$s]:-null}" \
+            "${BEST_CPU[$s]:-null}" "$(tr '"\\' "''" <<<"${NOTE[$s]:-}")"
+    done >>"$BENCH_SUMMARY"
+fi

@@ -1,4 +1,11 @@
 #!/usr/bin/env bash
+# Boot storm and DHCP avalanche.
+#
+# Avalanche: BENCH_AVALANCHE_N (10,000) clients power on at once and each does one
+# DORA as a plain on-link client (`storm boot --until-bound`); time to bound
+# (p50/p99) and time to all bound, against our hub, Kea (raw sockets, memfile) and
+# dnsmasq, one after another on the same namespaces.
+#
 # Boot storm: N simulated machines (`storm boot`) power on at once and each walks
 # the real sequence (DHCP as PXE, TFTP of undionly.kpxe, DHCP as iPXE, HTTP script,
 # HTTP kernel + initramfs). Run against our hub, then against dnsmasq (DHCP + TFTP)
@@ -6,11 +13,14 @@
 #
 # Namespaces pvs-srv (10.203.0.1/16) and pvs-cli joined by one veth pair; nothing
 # leaves them. The client namespace has no address of its own: it routes the DHCP
-# pool (10.203.32.0/19) to lo ("AnyIP"), so every simulated machine binds its TFTP
+# pool (10.203.64.0/18, 16k addresses) to lo ("AnyIP"), so every simulated machine binds its TFTP
 # and HTTP sockets to the address its lease gave it, and the server sees N distinct
 # clients, as on a real segment. The neighbour table is raised for the run (the
 # kernel's default gc_thresh3 of 1024 entries would drop replies past 1024
-# machines; host-wide, restored on exit).
+# machines; host-wide, restored on exit). So is net.core.rmem_default (8 MiB, as in
+# bench/dhcp.sh): a socket that does not size its own buffer (Kea's, dnsmasq's)
+# would hold about 90 DISCOVERs of a burst at the default 208 KiB and drop the
+# rest; the hub sizes its own (4 MiB). Every server gets its best case.
 #
 # dnsmasq gets --no-ping, --dhcp-lease-max=65536 and --tftp-max=4096 (defaults:
 # ping before every offer, 1000, 50): its best case. Its default ping check waits
@@ -26,6 +36,8 @@
 # Needs root. Does not build: uses target/release/{provisioner,storm}.
 #
 # Environment knobs:
+#   BENCH_AVALANCHE_N=10000            avalanche clients (0: no avalanche)
+#   BENCH_AVALANCHE_SERVERS="provisioner kea dnsmasq"
 #   BENCH_STORM_N="100 1000 5000"      machine counts
 #   BENCH_STORM_SERVERS="provisioner dnsmasq+nginx"
 #   BENCH_STORM_FIRMWARE=bios          bios | uefi (uefi: ipxe.efi, 850528 bytes)
@@ -50,9 +62,11 @@ NS_CLI=pvs-cli
 IF_SRV=pvs-s0
 IF_CLI=pvs-c0
 ADDR_SRV=10.203.0.1
-POOL_NET=10.203.32.0/19
-POOL_START=10.203.32.10
-POOL_END=10.203.63.250
+AVALANCHE_N=${BENCH_AVALANCHE_N:-10000}
+AVALANCHE_SERVERS=${BENCH_AVALANCHE_SERVERS:-"provisioner kea dnsmasq"}
+POOL_NET=10.203.64.0/18
+POOL_START=10.203.64.10
+POOL_END=10.203.127.250
 HTTP_PORT=8080
 
 WORK=$(mktemp -d /var/tmp/pvs-storm.XXXXXX)
@@ -60,6 +74,7 @@ chmod 755 "$WORK"
 SERVER_PIDS=()
 GC3_OLD=$(sysctl -n net.ipv4.neigh.default.gc_thresh3)
 GC2_OLD=$(sysctl -n net.ipv4.neigh.default.gc_thresh2)
+RMEM_OLD=$(sysctl -n net.core.rmem_default)
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -79,7 +94,8 @@ cleanup() {
     stop_servers
     ip netns del "$NS_SRV" 2>/dev/null
     ip netns del "$NS_CLI" 2>/dev/null
-    sysctl -qw net.ipv4.neigh.default.gc_thresh3="$GC3_OLD" net.ipv4.neigh.default.gc_thresh2="$GC2_OLD"
+    sysctl -qw net.ipv4.neigh.default.gc_thresh3="$GC3_OLD" net.ipv4.neigh.default.gc_thresh2="$GC2_OLD" \
+        net.core.rmem_default="$RMEM_OLD"
     [[ ${KEEP_WORK:-0} == 1 ]] && log "work directory kept: $WORK" || rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -103,7 +119,8 @@ setup_net() {
     # pool address would echo, and dnsmasq (which pings before it offers) would
     # find none free.
     ip netns exec "$NS_CLI" sysctl -qw net.ipv4.icmp_echo_ignore_all=1
-    sysctl -qw net.ipv4.neigh.default.gc_thresh3=65536 net.ipv4.neigh.default.gc_thresh2=32768
+    sysctl -qw net.ipv4.neigh.default.gc_thresh3=65536 net.ipv4.neigh.default.gc_thresh2=32768 \
+        net.core.rmem_default=8388608
 }
 
 # make_files: stand-ins of the real sizes, the same bytes for every server.
@@ -233,17 +250,58 @@ start_dnsmasq_nginx() {
     wait_port tcp "$HTTP_PORT" && wait_port udp 67 && wait_port udp 69
 }
 
+# Kea on-link: raw sockets (a UDP socket bound to the address sees no broadcast
+# from clients without one), memfile leases persisted as in bench/dhcp.sh.
+start_kea() {
+    rm -rf "$WORK/kea"
+    mkdir -p "$WORK/kea"
+    cat >"$WORK/kea/kea-dhcp4.json" <<EOF
+{
+  "Dhcp4": {
+    "interfaces-config": { "interfaces": [ "$IF_SRV" ], "dhcp-socket-type": "raw" },
+    "lease-database": { "type": "memfile", "persist": true,
+                        "name": "$WORK/kea/kea-leases4.csv", "lfc-interval": 0 },
+    "valid-lifetime": 3600,
+    "subnet4": [ { "id": 1, "subnet": "10.203.0.0/16",
+                   "pools": [ { "pool": "$POOL_START - $POOL_END" } ] } ],
+    "loggers": [ { "name": "kea-dhcp4", "severity": "WARN",
+                   "output_options": [ { "output": "stderr" } ] } ]
+  }
+}
+EOF
+    KEA_PIDFILE_DIR="$WORK/kea" KEA_LOCKFILE_DIR="$WORK/kea" \
+        ip netns exec "$NS_SRV" $(pin_srv) kea-dhcp4 -c "$WORK/kea/kea-dhcp4.json" >>"$WORK/kea.log" 2>&1 &
+    SERVER_PIDS+=($!)
+    # A raw socket shows in ss as p_raw, not udp/67: give it a moment, then check it lives.
+    sleep 1.5
+    kill -0 "${SERVER_PIDS[-1]}" 2>/dev/null
+}
+
+run_avalanche() { # run_avalanche SERVER N
+    local server=$1 n=$2 out
+    case $server in
+    provisioner) start_hub ;;
+    kea) start_kea ;;
+    dnsmasq) start_dnsmasq_nginx ;;
+    esac || { echo "{\"kind\":\"avalanche\",\"server\":\"$server\",\"n\":$n,\"error\":\"did not start\"}"; stop_servers; return; }
+    log "avalanche: $n DHCP clients against $server"
+    out=$(ip netns exec "$NS_CLI" $(pin_cli) "$STORM" boot --until-bound --iface "$IF_CLI" --n "$n" \
+        --timeout-secs "$TIMEOUT" --mac-prefix 02:a7 2>>"$WORK/storm.log")
+    stop_servers
+    echo "{\"kind\":\"avalanche\",\"server\":\"$server\",\"n\":$n,\"result\":${out:-null}}"
+}
+
 run_storm() { # run_storm SERVER N
     local server=$1 n=$2 out
     case $server in
     provisioner) start_hub ;;
     dnsmasq+nginx) start_dnsmasq_nginx ;;
-    esac || { echo "{\"server\":\"$server\",\"n\":$n,\"error\":\"did not start\"}"; stop_servers; return; }
+    esac || { echo "{\"kind\":\"boot\",\"server\":\"$server\",\"n\":$n,\"error\":\"did not start\"}"; stop_servers; return; }
     log "storm: $n machines against $server"
     out=$(ip netns exec "$NS_CLI" $(pin_cli) "$STORM" boot --iface "$IF_CLI" --n "$n" --firmware "$FIRMWARE" \
         --timeout-secs "$TIMEOUT" 2>>"$WORK/storm.log")
     stop_servers
-    echo "{\"server\":\"$server\",\"n\":$n,\"result\":${out:-null}}"
+    echo "{\"kind\":\"boot\",\"server\":\"$server\",\"n\":$n,\"result\":${out:-null}}"
 }
 
 main() {
@@ -253,6 +311,9 @@ main() {
     done
     command -v dnsmasq >/dev/null && command -v nginx >/dev/null && command -v curl >/dev/null ||
         { echo "needs dnsmasq, nginx and curl (apt-get install dnsmasq-base nginx-light curl)" >&2; exit 1; }
+    if [[ $AVALANCHE_N != 0 && " $AVALANCHE_SERVERS " == *" kea "* ]] && ! command -v kea-dhcp4 >/dev/null; then
+        echo "needs kea-dhcp4 for the avalanche (apt-get install kea-dhcp4-server)" >&2; exit 1
+    fi
     ulimit -n "$(ulimit -Hn)" # 5000 machines: a UDP and a TCP socket each, on both sides
     setup_net
     make_files
@@ -260,7 +321,12 @@ main() {
     write_nginx_config
     capture_scripts || { log "could not capture the hub's scripts for nginx"; exit 1; }
     mkdir -p "$REPO/bench/results"
-    local results=$REPO/bench/results/storm-$(date +%Y%m%d-%H%M%S).jsonl
+    local results=${BENCH_STORM_OUT:-$REPO/bench/results/storm-$(date +%Y%m%d-%H%M%S).jsonl}
+    if [[ $AVALANCHE_N != 0 ]]; then
+        for s in $AVALANCHE_SERVERS; do
+            run_avalanche "$s" "$AVALANCHE_N" | tee -a "$results"
+        done
+    fi
     for n in $NS; do
         for s in $SERVERS; do
             run_storm "$s" "$n" | tee -a "$results"
