@@ -117,24 +117,8 @@ pools = [{ start = "10.201.1.0", end = "10.201.255.250" }]
 lease_time = 3600
 routers = ["$ADDR_SRV"]
 EOF
-    cat >"$WORK/kea-dhcp4.json" <<EOF
-{
-  "Dhcp4": {
-    "interfaces-config": { "interfaces": [ "$IF_SRV" ], "dhcp-socket-type": "udp" },
-    "lease-database": { "type": "memfile", "persist": true,
-                        "name": "$WORK/kea/kea-leases4.csv", "lfc-interval": 0 },
-    "valid-lifetime": 3600,
-    "subnet4": [ {
-      "id": 1,
-      "subnet": "10.201.0.0/16",
-      "pools": [ { "pool": "10.201.1.0 - 10.201.255.250" } ],
-      "option-data": [ { "name": "routers", "data": "$ADDR_SRV" } ]
-    } ],
-    "loggers": [ { "name": "kea-dhcp4", "severity": "WARN",
-                   "output_options": [ { "output": "stderr" } ] } ]
-  }
-}
-EOF
+    write_kea_config "$WORK/kea-dhcp4.json" "$IF_SRV" udp 10.201.0.0/16 "10.201.1.0 - 10.201.255.250" \
+        "$WORK/kea/kea-leases4.csv" "$ADDR_SRV"
 }
 
 # start_server NAME LOGFILE: fresh state, background start, sets SERVER_PID.

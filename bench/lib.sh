@@ -20,3 +20,23 @@ setup_veth_pair() {
     ip -n "$NS_SRV" neigh replace "$ADDR_CLI" lladdr "$mac_c" dev "$IF_SRV" nud permanent
     ip -n "$NS_CLI" neigh replace "$ADDR_SRV" lladdr "$mac_s" dev "$IF_CLI" nud permanent
 }
+
+# write_kea_config FILE IFACE SOCKET_TYPE SUBNET POOL LEASES [ROUTER]: kea-dhcp4 with
+# memfile leases persisted to LEASES (no cleanup process), warnings to stderr.
+# SOCKET_TYPE: udp for relayed clients, raw for on-link ones without an address.
+write_kea_config() {
+    local router=""
+    [[ -n ${7:-} ]] && router=", \"option-data\": [ { \"name\": \"routers\", \"data\": \"$7\" } ]"
+    cat >"$1" <<KEA
+{
+  "Dhcp4": {
+    "interfaces-config": { "interfaces": [ "$2" ], "dhcp-socket-type": "$3" },
+    "lease-database": { "type": "memfile", "persist": true, "name": "$6", "lfc-interval": 0 },
+    "valid-lifetime": 3600,
+    "subnet4": [ { "id": 1, "subnet": "$4", "pools": [ { "pool": "$5" } ]$router } ],
+    "loggers": [ { "name": "kea-dhcp4", "severity": "WARN",
+                   "output_options": [ { "output": "stderr" } ] } ]
+  }
+}
+KEA
+}

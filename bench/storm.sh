@@ -255,20 +255,8 @@ start_dnsmasq_nginx() {
 start_kea() {
     rm -rf "$WORK/kea"
     mkdir -p "$WORK/kea"
-    cat >"$WORK/kea/kea-dhcp4.json" <<EOF
-{
-  "Dhcp4": {
-    "interfaces-config": { "interfaces": [ "$IF_SRV" ], "dhcp-socket-type": "raw" },
-    "lease-database": { "type": "memfile", "persist": true,
-                        "name": "$WORK/kea/kea-leases4.csv", "lfc-interval": 0 },
-    "valid-lifetime": 3600,
-    "subnet4": [ { "id": 1, "subnet": "10.203.0.0/16",
-                   "pools": [ { "pool": "$POOL_START - $POOL_END" } ] } ],
-    "loggers": [ { "name": "kea-dhcp4", "severity": "WARN",
-                   "output_options": [ { "output": "stderr" } ] } ]
-  }
-}
-EOF
+    write_kea_config "$WORK/kea/kea-dhcp4.json" "$IF_SRV" raw 10.203.0.0/16 "$POOL_START - $POOL_END" \
+        "$WORK/kea/kea-leases4.csv"
     KEA_PIDFILE_DIR="$WORK/kea" KEA_LOCKFILE_DIR="$WORK/kea" \
         ip netns exec "$NS_SRV" $(pin_srv) kea-dhcp4 -c "$WORK/kea/kea-dhcp4.json" >>"$WORK/kea.log" 2>&1 &
     SERVER_PIDS+=($!)
