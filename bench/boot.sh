@@ -295,7 +295,7 @@ start_server() {
     local name=$1 proto=$2 port=$3 logf=$WORK/$1.log
     case $name in
     provisioner)
-        rm -rf "$WORK/state"
+        fresh_hub_state "$WORK/state"
         env PVB_CG="$CG" "$WORK/cg-exec" ip netns exec "$NS_SRV" $(pin_srv) "$BIN" --log warn serve -c "$WORK/provisioner.toml" \
             >>"$logf" 2>&1 &
         ;;
@@ -327,7 +327,11 @@ start_server() {
     [[ $proto == tcp ]] && opt=-Hltn
     for _ in $(seq 100); do
         kill -0 "$SERVER_PID" 2>/dev/null || { SERVER_PID=""; return 1; }
-        ip netns exec "$NS_SRV" ss $opt "sport = :$port" 2>/dev/null | grep -q . && { sleep 0.3; return 0; }
+        if ip netns exec "$NS_SRV" ss $opt "sport = :$port" 2>/dev/null | grep -q .; then
+            [[ $name == provisioner ]] && wait_hub_settled "$WORK/state"
+            sleep 0.3
+            return 0
+        fi
         sleep 0.1
     done
     stop_server

@@ -124,7 +124,8 @@ EOF
 # start_server NAME LOGFILE: fresh state, background start, sets SERVER_PID.
 start_server() {
     local name=$1 logf=$2
-    rm -rf "$WORK/state" "$WORK/kea" "$WORK/dnsmasq.leases"
+    rm -rf "$WORK/kea" "$WORK/dnsmasq.leases"
+    fresh_hub_state "$WORK/state"
     mkdir -p "$WORK/state" "$WORK/kea"
     case $name in
     provisioner)
@@ -151,7 +152,11 @@ start_server() {
     # Ready when something in pvb-srv listens on UDP 67.
     for _ in $(seq 100); do
         kill -0 "$SERVER_PID" 2>/dev/null || { SERVER_PID=""; return 1; }
-        ip netns exec "$NS_SRV" ss -Hlun 'sport = :67' 2>/dev/null | grep -q . && { sleep 0.3; return 0; }
+        if ip netns exec "$NS_SRV" ss -Hlun 'sport = :67' 2>/dev/null | grep -q .; then
+            [[ $name == provisioner ]] && wait_hub_settled "$WORK/state"
+            sleep 0.3
+            return 0
+        fi
         sleep 0.1
     done
     return 1

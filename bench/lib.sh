@@ -40,3 +40,20 @@ write_kea_config() {
 }
 KEA
 }
+
+# fresh_hub_state DIR: the hub's state without its store (leases, registry). The CA
+# and the Talos cluster secrets stay from one start to the next, as on a real hub:
+# generating them (an RSA-4096 key among them) costs seconds of CPU at a first
+# start, which would land in the middle of a measurement.
+fresh_hub_state() {
+    rm -f "$1/hub.redb"
+}
+
+# wait_hub_settled DIR: after a start, until the cluster secrets exist (at most 30 s).
+wait_hub_settled() {
+    for _ in $(seq 300); do
+        [[ -s $1/talos/secrets.yaml ]] && return 0
+        sleep 0.1
+    done
+    return 0
+}

@@ -95,7 +95,7 @@ start_hub() {
     HUB_PID=$!
     for _ in $(seq 600); do
         kill -0 "$HUB_PID" 2>/dev/null || { log "the hub exited: $(tail -n 3 "$WORK/hub.log")"; return 1; }
-        if listening udp 67 && listening tcp 8080 && listening tcp 9443; then
+        if listening udp 67 && listening tcp 8080 && listening tcp 9443 && [[ -s $WORK/state/talos/secrets.yaml ]]; then
             t1=$(date +%s.%N)
             READY=$(awk -v a="$t0" -v z="$t1" 'BEGIN { printf "%.2f", z - a }')
             return 0

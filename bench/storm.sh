@@ -213,10 +213,10 @@ wait_port() { # wait_port tcp|udp PORT
 }
 
 start_hub() {
-    rm -rf "$WORK/state"
+    fresh_hub_state "$WORK/state"
     ip netns exec "$NS_SRV" $(pin_srv) "$BIN" --log warn serve -c "$WORK/hub.toml" >>"$WORK/provisioner.log" 2>&1 &
     SERVER_PIDS+=($!)
-    wait_port tcp "$HTTP_PORT" && wait_port udp 67 && wait_port udp 69
+    wait_port tcp "$HTTP_PORT" && wait_port udp 67 && wait_port udp 69 && wait_hub_settled "$WORK/state"
 }
 
 # The scripts nginx serves are what the hub served: the entry script and the
