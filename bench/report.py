@@ -58,7 +58,8 @@ WHY = {
     "fsync per batch (an ACK is sent only after its lease is on disk; Kea's memfile appends without fsync). "
     "2x on rate needs both a client that can offer it and at most half of Kea's CPU per DORA.",
     "> 1x atftpd": "At windowsize 1 every block waits for its ACK: both servers are bound by the round "
-    "trip through the veth pair and the client, not by their own work; differences within ~10 % are run-to-run noise on this VM.",
+    "trip through the veth pair and the client, not by their own work. One large transfer on a shared VM "
+    "swings by up to 2x between runs, for every server; bench/run takes the best of BENCH_REPEAT (3) per cell.",
     "≥ 3x tftpd-hpa": "tftpd-hpa implements no windowsize (RFC 7440) and answers lock-step; at windowsize 1 "
     "so does the hub, and both are bound by the round trip. The 3x comes from windows, which a client must ask for "
     "(iPXE and atftp do; PXE ROMs do not).",
@@ -287,7 +288,8 @@ def main():
         if missed:
             f.write("## Goals missed, and what limits them\n\n")
             for goal in dict.fromkeys(r[4] for r in missed):
-                which = "; ".join(f"{r[0]}: {cellstr(r[1])} vs {r[2]} ({r[3]})" for r in missed if r[4] == goal)
+                which = "; ".join(f"{r[0]}: {cellstr(r[1])}" + (f" vs {r[2]} ({r[3]})" if r[2] else "")
+                                  for r in missed if r[4] == goal)
                 f.write(f"- **{goal}** — {which}. {WHY.get(goal, '')}\n")
             f.write("\n")
         if failed_steps:
