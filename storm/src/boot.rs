@@ -149,30 +149,26 @@ pub async fn storm(iface: &str, opts: Options) -> anyhow::Result<serde_json::Val
             .round()
             .into()
     };
-    if opts.until_bound {
-        // The last lease is the avalanche's time to all bound (when none failed).
-        return Ok(serde_json::json!({
-            "machines": opts.n,
-            "bound": kernel.len(),
-            "failed": opts.n - kernel.len(),
-            "failures": failures,
-            "failure_examples": examples,
-            "time_to_bound_ms": {"p50": ms(&kernel, 0.5), "p90": ms(&kernel, 0.9), "p99": ms(&kernel, 0.99), "max": ms(&kernel, 1.0)},
-            "wall_ms": wall.as_millis() as u64,
-        }));
-    }
-    Ok(serde_json::json!({
+    let percentiles = |v: &[Duration]| serde_json::json!({"p50": ms(v, 0.5), "p90": ms(v, 0.9), "p99": ms(v, 0.99), "max": ms(v, 1.0)});
+    let mut out = serde_json::json!({
         "machines": opts.n,
-        "booted": kernel.len(),
         "failed": opts.n - kernel.len(),
         "failures": failures,
         "failure_examples": examples,
-        "time_to_script_ms": {"p50": ms(&script, 0.5), "p90": ms(&script, 0.9), "p99": ms(&script, 0.99), "max": ms(&script, 1.0)},
-        "time_to_kernel_ms": {"p50": ms(&kernel, 0.5), "p90": ms(&kernel, 0.9), "p99": ms(&kernel, 0.99), "max": ms(&kernel, 1.0)},
-        "tftp_bytes": tftp_bytes,
-        "http_bytes": http_bytes,
         "wall_ms": wall.as_millis() as u64,
-    }))
+    });
+    if opts.until_bound {
+        // The last lease is the avalanche's time to all bound (when none failed).
+        out["bound"] = kernel.len().into();
+        out["time_to_bound_ms"] = percentiles(&kernel);
+    } else {
+        out["booted"] = kernel.len().into();
+        out["time_to_script_ms"] = percentiles(&script);
+        out["time_to_kernel_ms"] = percentiles(&kernel);
+        out["tftp_bytes"] = tftp_bytes.into();
+        out["http_bytes"] = http_bytes.into();
+    }
+    Ok(out)
 }
 
 const PXE_DHCP_WAITS: [Duration; 4] = [
