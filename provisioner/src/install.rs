@@ -108,7 +108,7 @@ impl Installs {
             .authority
             .node(id)
             .ok_or_else(|| format!("no node {id}"))?;
-        let (_, profile, disk) = self.placement(&node)?;
+        let (_, profile, disk) = self.placement(&node.inventory.value())?;
         let grant = self
             .authority
             .install_grant(id, &disk.device, &profile.name, now)
@@ -129,9 +129,12 @@ impl Installs {
         })
     }
 
-    /// The node's facts, its profile and the install disk that profile picks.
-    fn placement(&self, node: &Node) -> Result<(Facts, &Profile, DiskChoice), String> {
-        let facts = Facts::from_inventory(&node.inventory.value());
+    /// The facts of a node's inventory, its profile and the install disk that profile picks.
+    fn placement(
+        &self,
+        inventory: &serde_json::Value,
+    ) -> Result<(Facts, &Profile, DiskChoice), String> {
+        let facts = Facts::from_inventory(inventory);
         let profile = self
             .cluster
             .profiles()
@@ -144,7 +147,8 @@ impl Installs {
     /// Renders the node's machine config (no token, no audit: callers are
     /// `machine_config` and the operator's admin socket).
     pub fn render(&self, node: &Node) -> Result<Delivered, String> {
-        let (facts, profile, disk) = self.placement(node)?;
+        let inventory = node.inventory.value();
+        let (facts, profile, disk) = self.placement(&inventory)?;
         let role = match node.role {
             Some(Role::Worker) => render::Role::Worker,
             // A role-less node is rendered as install_grant would assign it.
@@ -164,7 +168,7 @@ impl Installs {
                 selector: Some(disk.selector),
                 legacy_bios: facts.firmware.mode.as_deref() == Some("bios"),
             },
-            mac: boot_mac(&node.inventory.value()),
+            mac: boot_mac(&inventory),
             address: match node.peer {
                 Some(IpAddr::V4(a)) => Some(a),
                 _ => None,

@@ -138,17 +138,18 @@ impl<T> Gate<T> {
         }
     }
 
-    /// The next waiting request to start, if a slot is free, with how long it waited.
-    pub fn next(&mut self, now: Instant) -> Option<(T, Duration)> {
+    /// The next waiting request to start, if a slot is free, with its key and how
+    /// long it waited.
+    pub fn next(&mut self, now: Instant) -> Option<(Key, T, Duration)> {
         self.expire(now);
         if self.running >= self.limits.max_transfers {
             return None;
         }
         let w = self.queue.pop_front()?;
         self.heard.remove(&w.key);
-        self.keys.insert(w.key);
+        self.keys.insert(w.key.clone());
         self.running += 1;
-        Some((w.item, now.saturating_duration_since(w.since)))
+        Some((w.key, w.item, now.saturating_duration_since(w.since)))
     }
 
     pub fn waiting(&self) -> usize {
@@ -198,6 +199,11 @@ mod tests {
         )
     }
 
+    /// What `next` starts and how long it waited (its key is checked where it matters).
+    fn next<T>(g: &mut Gate<T>, now: Instant) -> Option<(T, Duration)> {
+        g.next(now).map(|(_, item, waited)| (item, waited))
+    }
+
     fn limits(max_transfers: usize, max_per_client: usize, max_queue: usize) -> Admission {
         Admission {
             max_transfers,
@@ -217,13 +223,16 @@ mod tests {
         assert_eq!(g.offer(key(3, 1000, "a"), 3, t0), Verdict::Queued);
         assert_eq!(g.offer(key(4, 1000, "a"), 4, t0), Verdict::Queued);
         assert_eq!((g.running(), g.waiting()), (2, 2));
-        assert_eq!(g.next(t0), None, "no slot free yet");
+        assert_eq!(next(&mut g, t0), None, "no slot free yet");
         g.finish(&key(2, 1000, "a"));
         let t1 = t0 + Duration::from_secs(3);
-        assert_eq!(g.next(t1), Some((3, Duration::from_secs(3))));
-        assert_eq!(g.next(t1), None);
+        assert_eq!(
+            g.next(t1),
+            Some((key(3, 1000, "a"), 3, Duration::from_secs(3)))
+        );
+        assert_eq!(next(&mut g, t1), None);
         g.finish(&key(1, 1000, "a"));
-        assert_eq!(g.next(t1), Some((4, Duration::from_secs(3))));
+        assert_eq!(next(&mut g, t1), Some((4, Duration::from_secs(3))));
         assert_eq!((g.running(), g.waiting()), (2, 0));
     }
 
@@ -236,7 +245,7 @@ mod tests {
         g.finish(&key(1, 1, "a"));
         // A slot is free but someone waits: the newcomer queues behind.
         assert_eq!(g.offer(key(3, 1, "a"), 3, t0), Verdict::Queued);
-        assert_eq!(g.next(t0), Some((2, Duration::ZERO)));
+        assert_eq!(next(&mut g, t0), Some((2, Duration::ZERO)));
     }
 
     #[test]
@@ -274,10 +283,10 @@ mod tests {
         assert_eq!(g.expired, 1);
         assert_eq!(g.offer(key(2, 1, "a"), 2, t10), Verdict::Busy);
         g.finish(&key(1, 1, "a"));
-        assert_eq!(g.next(t10), Some((3, Duration::from_secs(5))));
+        assert_eq!(next(&mut g, t10), Some((3, Duration::from_secs(5))));
         // Everything that expired is forgotten: client counts go back to zero.
         let t30 = t0 + Duration::from_secs(30);
-        assert_eq!(g.next(t30), None);
+        assert_eq!(next(&mut g, t30), None);
         assert_eq!(g.expired, 2);
         g.finish(&key(3, 1, "a"));
         assert!(g.per_client.is_empty() && g.keys.is_empty() && g.running() == 0);
@@ -298,10 +307,10 @@ mod tests {
         }
         g.finish(&key(1, 1, "a"));
         // At 20 s, 25 s after it first asked but 5 s after it was last heard: it starts.
-        assert_eq!(g.next(t0 + s(20)), Some((2, s(20))));
+        assert_eq!(next(&mut g, t0 + s(20)), Some((2, s(20))));
         // The other was silent since 1 s: when its turn comes at 20 s, it is gone.
         g.finish(&key(2, 1, "a"));
-        assert_eq!(g.next(t0 + s(20)), None);
+        assert_eq!(next(&mut g, t0 + s(20)), None);
         assert_eq!(g.expired, 1);
     }
 

@@ -145,10 +145,9 @@ impl TftpServer {
                         gate.finish(&key);
                     }
                     let now = Instant::now();
-                    while let Some((job, waited)) = gate.next(now) {
+                    while let Some((key, job, waited)) = gate.next(now) {
                         self.stats.waited.fetch_add(1, Ordering::Relaxed);
                         self.stats.wait_us.fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
-                        let key = (job.peer, job.asset.spec.name.clone());
                         let task = transfers.spawn(transfer(job, cancel.clone()));
                         running.insert(task.id(), key);
                     }
